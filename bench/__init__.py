@@ -1,0 +1,1 @@
+"""Benchmarks and the measuring instrument (small trained video model); not shipped to the WebUI path."""

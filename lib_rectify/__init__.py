@@ -1,0 +1,59 @@
+"""Noise rectification for image-to-video (Li et al., "Tuning-Free Noise Rectification for
+High Fidelity Image-to-Video Generation"), independent of any host program.
+
+Tensors and a :class:`RectifyParams` in, tensors out. The WebUI glue lives in
+``scripts/``; this package never imports the WebUI or gradio.
+"""
+
+from __future__ import annotations
+
+from .errors import RectifyError
+from .layout import LAYOUTS, Layout
+from .params import (
+    CUSTOM_OMEGA,
+    FIELDS,
+    FIELDS_BY_NAME,
+    INFOTEXT_VERSION,
+    MAX_OMEGA_VALUES,
+    OMEGA_PRESETS,
+    POSITIONAL_ARGS,
+    VERSION_INFOTEXT_KEY,
+    FieldSpec,
+    Omega,
+    RectifyParams,
+    format_omega,
+    parse_bool_text,
+    parse_omega_text,
+)
+from .rectifier import PIVOT_MODES, PivotMode, Rectifier
+from .weights import omega_weights, resolve_reference_frame
+from .window import step_in_window, window_steps
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CUSTOM_OMEGA",
+    "FIELDS",
+    "FIELDS_BY_NAME",
+    "INFOTEXT_VERSION",
+    "LAYOUTS",
+    "MAX_OMEGA_VALUES",
+    "OMEGA_PRESETS",
+    "PIVOT_MODES",
+    "POSITIONAL_ARGS",
+    "VERSION_INFOTEXT_KEY",
+    "FieldSpec",
+    "Layout",
+    "Omega",
+    "PivotMode",
+    "Rectifier",
+    "RectifyError",
+    "RectifyParams",
+    "format_omega",
+    "omega_weights",
+    "parse_bool_text",
+    "parse_omega_text",
+    "resolve_reference_frame",
+    "step_in_window",
+    "window_steps",
+]

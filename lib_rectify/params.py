@@ -1,0 +1,511 @@
+"""Settings of noise rectification: the single source of truth for every surface.
+
+The UI, the API, the infotext and the XYZ axes are all generated from or checked
+against :data:`FIELDS` and :class:`RectifyParams`, so their names, defaults and
+ranges cannot drift apart. Every parser here raises only :class:`RectifyError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from numbers import Integral, Real
+from typing import Any
+
+from .errors import RectifyError
+
+#: Per-frame weight presets and the one-line reason a user would pick each.
+OMEGA_PRESETS: dict[str, str] = {
+    "paper": "the paper's curve: 1.0 near the reference falling to 0.5 by mid-video; "
+    "balanced fidelity and motion",
+    "still": "ω = 0 on every frame: each frame is pinned to the picture (maximum fidelity, "
+    "least motion)",
+    "free": "ω = 1 on every frame: frames are corrected only by the reference frame's gap "
+    "(most motion)",
+}
+#: The UI's extra preset entry that means "use the custom ω list".
+CUSTOM_OMEGA = "custom"
+#: A custom ω list longer than this is refused (it is resampled to the video length anyway).
+MAX_OMEGA_VALUES = 1024
+#: |reference_frame| bound before the video length is known.
+MAX_REFERENCE_FRAME = 4096
+#: Version written to the infotext; a newer one is refused rather than misread.
+INFOTEXT_VERSION = 1
+
+Omega = str | float | tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one setting appears on every surface."""
+
+    name: str  # dataclass field and API key
+    label: str  # UI label and XYZ axis name
+    infotext_key: str
+    type_doc: str
+    default_doc: str
+    allowed: str
+    hint: str
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec(
+        "enabled",
+        "Enable noise rectification",
+        "Noise rectification",
+        "bool",
+        "false",
+        "true or false",
+        "Keep the picture while it moves: AnimateDiff img2img starts from the image "
+        "repeated over the frames plus noise, and the predicted noise is pulled back toward "
+        "that noise during the window τ. Needs AnimateDiff enabled in img2img.",
+    ),
+    FieldSpec(
+        "omega",
+        "ω (per-frame weight)",
+        "NR omega",
+        "str | float | list[float]",
+        '"paper"',
+        f"a preset ({', '.join(OMEGA_PRESETS)}), one number in [0, 1], or a list of "
+        f"1-{MAX_OMEGA_VALUES} numbers in [0, 1] resampled to the video length",
+        "Per-frame trade-off. 0 pins a frame to the picture (fidelity); 1 lets it move, "
+        "corrected only by the reference frame's gap (motion). Presets: "
+        + "; ".join(f"{k}: {v}" for k, v in OMEGA_PRESETS.items())
+        + ". A custom list such as '1, 0.8, 0.5' is stretched over the frames.",
+    ),
+    FieldSpec(
+        "tau",
+        "Window τ",
+        "NR tau",
+        "[float, float]",
+        "[0.0, 0.6]",
+        "[start, end] as fractions of the sampling steps with 0 ≤ start ≤ end ≤ 1 "
+        "(the UI shows percent)",
+        "Which sampling steps are rectified: step i of N is rectified when "
+        "N·start ≤ i < N·end. Early steps decide the content: a window that starts at 0 "
+        "keeps the picture; a longer window keeps more of it and leaves less motion. "
+        "The paper uses 0-60 %.",
+    ),
+    FieldSpec(
+        "reference_frame",
+        "Reference frame",
+        "NR reference frame",
+        "int",
+        "0",
+        "a frame index inside the video; negative counts from the end (-1 = last frame)",
+        "The frame that becomes exactly the picture. 0 = the video starts on the picture; "
+        "-1 = it ends on it.",
+    ),
+)
+FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
+#: Infotext key carrying :data:`INFOTEXT_VERSION`.
+VERSION_INFOTEXT_KEY = "NR version"
+
+#: Order of the script's positional arguments (the ``ui()`` component order).
+POSITIONAL_ARGS: tuple[str, ...] = (
+    "enabled",
+    "omega_preset",
+    "omega_custom",
+    "tau_start_percent",
+    "tau_end_percent",
+    "reference_frame",
+)
+
+
+@dataclass(frozen=True)
+class RectifyParams:
+    """One job's rectification settings, validated and normalised on construction."""
+
+    enabled: bool = False
+    omega: Omega = "paper"
+    tau: tuple[float, float] = (0.0, 0.6)
+    reference_frame: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enabled", _check_bool("enabled", self.enabled))
+        object.__setattr__(self, "omega", _check_omega(self.omega))
+        object.__setattr__(self, "tau", _check_tau(self.tau))
+        object.__setattr__(self, "reference_frame", _check_reference_frame(self.reference_frame))
+
+    # ------------------------------------------------------------------ views
+    @property
+    def active(self) -> bool:
+        """True when rectification changes anything (enabled and a non-empty window)."""
+        return self.enabled and self.tau[0] < self.tau[1]
+
+    @property
+    def omega_preset(self) -> str:
+        """The UI's preset entry: a preset name, or :data:`CUSTOM_OMEGA`."""
+        return self.omega if isinstance(self.omega, str) else CUSTOM_OMEGA
+
+    @property
+    def omega_text(self) -> str:
+        """ω as text that :func:`parse_omega_text` reads back exactly."""
+        return format_omega(self.omega)
+
+    def describe(self) -> str:
+        """Short human summary for logs and warnings."""
+        start, end = self.tau
+        return (
+            f"ω {self.omega_text}, τ {_pct(start)}-{_pct(end)} %, "
+            f"reference frame {self.reference_frame}"
+        )
+
+    # -------------------------------------------------------------- serialise
+    def to_api(self) -> dict[str, Any]:
+        """The API's dict form (JSON-compatible)."""
+        omega = list(self.omega) if isinstance(self.omega, tuple) else self.omega
+        return {
+            "enabled": self.enabled,
+            "omega": omega,
+            "tau": [self.tau[0], self.tau[1]],
+            "reference_frame": self.reference_frame,
+        }
+
+    def to_positional(self) -> list[Any]:
+        """Values in :data:`POSITIONAL_ARGS` order (the UI's components)."""
+        custom = "" if isinstance(self.omega, str) else self.omega_text
+        return [
+            self.enabled,
+            self.omega_preset,
+            custom,
+            fraction_to_percent(self.tau[0]),
+            fraction_to_percent(self.tau[1]),
+            self.reference_frame,
+        ]
+
+    def to_infotext(self) -> dict[str, str]:
+        """Entries for the result's parameters; empty when disabled."""
+        if not self.enabled:
+            return {}
+        return {
+            FIELDS_BY_NAME["enabled"].infotext_key: "True",
+            FIELDS_BY_NAME["omega"].infotext_key: self.omega_text,
+            FIELDS_BY_NAME["tau"].infotext_key: json.dumps([self.tau[0], self.tau[1]]),
+            FIELDS_BY_NAME["reference_frame"].infotext_key: str(self.reference_frame),
+            VERSION_INFOTEXT_KEY: str(INFOTEXT_VERSION),
+        }
+
+    # ------------------------------------------------------------------ parse
+    @classmethod
+    def from_api(cls, data: Any) -> RectifyParams:
+        """Parse the API's dict form; keys optional, unknown keys refused."""
+        if not isinstance(data, Mapping):
+            raise RectifyError("args", data, "expected a dict of settings")
+        unknown = [k for k in data if k not in FIELDS_BY_NAME]
+        if unknown:
+            raise RectifyError("args key", unknown[0], f"allowed keys: {', '.join(FIELDS_BY_NAME)}")
+        values: dict[str, Any] = {}
+        for name, raw in data.items():
+            if name == "omega" and isinstance(raw, str):
+                values[name] = parse_omega_text(raw, field_name="omega")
+            elif name == "tau":
+                values[name] = _tau_from_api(raw)
+            else:
+                values[name] = raw
+        return cls(**values)
+
+    @classmethod
+    def from_positional(cls, values: Sequence[Any]) -> RectifyParams:
+        """Parse the positional form (:data:`POSITIONAL_ARGS`; missing trailing = default)."""
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise RectifyError("args", values, "expected a list of positional values")
+        if len(values) > len(POSITIONAL_ARGS):
+            raise RectifyError(
+                "args",
+                list(values),
+                f"at most {len(POSITIONAL_ARGS)} positional values: {', '.join(POSITIONAL_ARGS)}",
+            )
+        defaults = cls().to_positional()
+        merged = dict(zip(POSITIONAL_ARGS, defaults, strict=True))
+        merged.update(zip(POSITIONAL_ARGS[: len(values)], values, strict=True))
+
+        preset = merged["omega_preset"]
+        if not isinstance(preset, str):
+            raise RectifyError(
+                "omega_preset", preset, f"one of {', '.join([*OMEGA_PRESETS, CUSTOM_OMEGA])}"
+            )
+        key = preset.strip().lower()
+        if key == CUSTOM_OMEGA:
+            custom = merged["omega_custom"]
+            if not isinstance(custom, str):
+                raise RectifyError("omega_custom", custom, "text such as '1, 0.8, 0.5'")
+            omega: Omega = parse_omega_text(custom, field_name="omega_custom", allow_preset=False)
+        elif key in OMEGA_PRESETS:
+            omega = key
+        else:
+            raise RectifyError(
+                "omega_preset", preset, f"one of {', '.join([*OMEGA_PRESETS, CUSTOM_OMEGA])}"
+            )
+        start = _percent("tau_start_percent", merged["tau_start_percent"])
+        end = _percent("tau_end_percent", merged["tau_end_percent"])
+        return cls(
+            enabled=merged["enabled"],
+            omega=omega,
+            tau=(start, end),
+            reference_frame=merged["reference_frame"],
+        )
+
+    @classmethod
+    def from_script_args(cls, args: Sequence[Any]) -> RectifyParams:
+        """Parse what the host passes to a script: a dict first (API) or positional values.
+
+        The API copies the request's args slot by slot over the ``ui()`` defaults, so a
+        dict in the first slot is followed by UI defaults that are ignored.
+        """
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise RectifyError("args", args, "expected a list of script arguments")
+        if len(args) == 0:
+            return cls()
+        if isinstance(args[0], Mapping):
+            return cls.from_api(args[0])
+        return cls.from_positional(args)
+
+    @classmethod
+    def from_infotext(cls, entries: Mapping[str, Any]) -> RectifyParams:
+        """Parse infotext entries (as the host's infotext parser returns them)."""
+        keys = {f.name: f.infotext_key for f in FIELDS}
+        present = [k for k in (*keys.values(), VERSION_INFOTEXT_KEY) if k in entries]
+        if not present:
+            return cls()
+        version = entries.get(VERSION_INFOTEXT_KEY, str(INFOTEXT_VERSION))
+        version_number = _int_text(VERSION_INFOTEXT_KEY, version)
+        if version_number > INFOTEXT_VERSION or version_number < 1:
+            raise RectifyError(
+                VERSION_INFOTEXT_KEY,
+                version,
+                f"this extension reads infotext versions 1 to {INFOTEXT_VERSION}; "
+                "update sd-webui-noise-rectification to read newer ones",
+            )
+        values: dict[str, Any] = {}
+        if keys["enabled"] in entries:
+            values["enabled"] = parse_bool_text(entries[keys["enabled"]], keys["enabled"])
+        else:
+            values["enabled"] = True
+        if keys["omega"] in entries:
+            values["omega"] = parse_omega_text(entries[keys["omega"]], field_name=keys["omega"])
+        if keys["tau"] in entries:
+            values["tau"] = _tau_text(keys["tau"], entries[keys["tau"]])
+        if keys["reference_frame"] in entries:
+            values["reference_frame"] = _int_text(
+                keys["reference_frame"], entries[keys["reference_frame"]]
+            )
+        return cls(**values)
+
+    def with_override(self, name: str, value: Any) -> RectifyParams:
+        """A copy with one setting replaced; text values are parsed (XYZ cells send text).
+
+        ``name`` is a field name or ``tau_start_percent`` / ``tau_end_percent``.
+        """
+        if name == "tau_start_percent":
+            return replace(self, tau=(_percent(name, value), self.tau[1]))
+        if name == "tau_end_percent":
+            return replace(self, tau=(self.tau[0], _percent(name, value)))
+        if name not in FIELDS_BY_NAME:
+            raise RectifyError("override", name, f"one of {', '.join(FIELDS_BY_NAME)}")
+        if isinstance(value, str):
+            if name == "enabled":
+                value = parse_bool_text(value, name)
+            elif name == "omega":
+                value = parse_omega_text(value, field_name=name)
+            elif name == "tau":
+                value = _tau_text(name, value)
+            else:
+                value = _int_text(name, value)
+        return replace(self, **{name: value})
+
+
+# ---------------------------------------------------------------------- helpers
+_BOOL_TEXT = {"true": True, "false": False, "on": True, "off": False, "yes": True, "no": False}
+_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def parse_bool_text(text: Any, field_name: str = "enabled") -> bool:
+    """Read True/False (also on/off, yes/no) as written in infotext and XYZ cells."""
+    if isinstance(text, bool):
+        return text
+    if isinstance(text, str) and text.strip().lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[text.strip().lower()]
+    raise RectifyError(field_name, text, "True or False")
+
+
+def parse_omega_text(text: Any, field_name: str = "omega", allow_preset: bool = True) -> Omega:
+    """Read ω from text: a preset name, one number, or a list like ``1, 0.8, 0.5``.
+
+    Brackets make a list even of one number (``[0.5]``), so the text written by
+    :func:`format_omega` reads back to the same value.
+    """
+    if not isinstance(text, str):
+        raise RectifyError(field_name, text, "text: a preset name, a number or a list")
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if allow_preset and lowered in OMEGA_PRESETS:
+        return lowered
+    bracketed = stripped.startswith("[") and stripped.endswith("]")
+    body = stripped[1:-1] if bracketed else stripped
+    parts = [p for p in _SEPARATORS.split(body.strip()) if p]
+    what = (
+        f"a preset ({', '.join(OMEGA_PRESETS)}), " if allow_preset else ""
+    ) + "one number in [0, 1] or a list of numbers in [0, 1] such as '1, 0.8, 0.5'"
+    if not parts:
+        raise RectifyError(field_name, text, f"empty; expected {what}")
+    if len(parts) > MAX_OMEGA_VALUES:
+        raise RectifyError(field_name, text, f"at most {MAX_OMEGA_VALUES} values")
+    numbers = []
+    for part in parts:
+        try:
+            numbers.append(float(part))
+        except ValueError:
+            raise RectifyError(field_name, text, f"'{part}' is not a number; expected {what}")
+    for number in numbers:
+        if not (math.isfinite(number) and 0.0 <= number <= 1.0):
+            raise RectifyError(field_name, text, f"every value must be in [0, 1]; expected {what}")
+    if len(numbers) == 1 and not bracketed:
+        return numbers[0]
+    return tuple(numbers)
+
+
+def format_omega(omega: Omega) -> str:
+    """ω as text that :func:`parse_omega_text` reads back to the same value."""
+    if isinstance(omega, str):
+        return omega
+    if isinstance(omega, tuple):
+        return "[" + ", ".join(repr(v) for v in omega) + "]"
+    return repr(omega)
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction_to_percent(fraction):g}"
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ == "bool_" and value in (True, False):  # numpy.bool_
+        return bool(value)
+    raise RectifyError(name, value, "true or false")
+
+
+def _check_number(name: str, value: Any, low: float, high: float, allowed: str) -> float:
+    if not _is_real(value):
+        raise RectifyError(name, value, allowed)
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):
+        raise RectifyError(name, value, allowed)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise RectifyError(name, value, allowed)
+    return number
+
+
+def _check_omega(value: Any) -> Omega:
+    allowed = FIELDS_BY_NAME["omega"].allowed
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key not in OMEGA_PRESETS:
+            raise RectifyError("omega", value, allowed)
+        return key
+    if isinstance(value, (list, tuple)):
+        if not 1 <= len(value) <= MAX_OMEGA_VALUES:
+            raise RectifyError("omega", _Len(value), allowed)
+        return tuple(_check_number("omega", v, 0.0, 1.0, allowed) for v in value)
+    return _check_number("omega", value, 0.0, 1.0, allowed)
+
+
+def _check_tau(value: Any) -> tuple[float, float]:
+    allowed = FIELDS_BY_NAME["tau"].allowed
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise RectifyError("tau", value, allowed)
+    start = _check_number("tau", value[0], 0.0, 1.0, allowed)
+    end = _check_number("tau", value[1], 0.0, 1.0, allowed)
+    if start > end:
+        raise RectifyError("tau", value, allowed + "; start is after end")
+    return (start, end)
+
+
+def _tau_from_api(value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)):
+        raise RectifyError("tau", value, FIELDS_BY_NAME["tau"].allowed)
+    return _check_tau(value)
+
+
+def _check_reference_frame(value: Any) -> int:
+    allowed = FIELDS_BY_NAME["reference_frame"].allowed
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise RectifyError("reference_frame", value, allowed)
+    if isinstance(value, Integral):
+        number = int(value)
+    else:
+        try:
+            as_float = float(value)
+        except (OverflowError, ValueError):
+            raise RectifyError("reference_frame", value, allowed)
+        if not (math.isfinite(as_float) and as_float.is_integer()):
+            raise RectifyError("reference_frame", value, allowed + " (a whole number)")
+        number = int(as_float)
+    if not -MAX_REFERENCE_FRAME <= number < MAX_REFERENCE_FRAME:
+        raise RectifyError("reference_frame", value, allowed)
+    return number
+
+
+def _percent(name: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().rstrip("%"))
+        except ValueError:
+            raise RectifyError(name, value, "a number of percent from 0 to 100")
+    percent = _check_number(name, value, 0.0, 100.0, "a number of percent from 0 to 100")
+    return float(Decimal(repr(percent)) / 100)
+
+
+def fraction_to_percent(fraction: float) -> float:
+    """Shift the decimal point rather than multiply, so 0.013 shows as 1.3, not 1.3000000000000003."""
+    return float(Decimal(repr(float(fraction))) * 100)
+
+
+def _int_text(name: str, text: Any) -> int:
+    if isinstance(text, bool):
+        raise RectifyError(name, text, "a whole number")
+    if isinstance(text, Integral):
+        return int(text)
+    if not isinstance(text, str):
+        raise RectifyError(name, text, "a whole number")
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise RectifyError(name, text, "a whole number")
+
+
+def _tau_text(name: str, text: Any) -> tuple[float, float]:
+    if not isinstance(text, str):
+        if isinstance(text, (list, tuple)):
+            return _check_tau(text)
+        raise RectifyError(name, text, "[start, end] such as [0.0, 0.6]")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RectifyError(name, text, "[start, end] such as [0.0, 0.6]")
+    if not isinstance(value, list):
+        raise RectifyError(name, text, "[start, end] such as [0.0, 0.6]")
+    try:
+        return _check_tau(value)
+    except RectifyError as error:
+        raise RectifyError(name, text, error.allowed) from None
+
+
+class _Len:
+    """Shows a too-long list by its length in error messages."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.n = len(items)
+
+    def __repr__(self) -> str:
+        return f"<list of {self.n} values>"
