@@ -22,6 +22,7 @@ from .params import (
     Omega,
     RectifyParams,
     format_omega,
+    fraction_to_percent,
     parse_bool_text,
     parse_omega_text,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "RectifyError",
     "RectifyParams",
     "format_omega",
+    "fraction_to_percent",
     "omega_weights",
     "parse_bool_text",
     "parse_omega_text",

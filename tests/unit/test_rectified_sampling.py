@@ -7,6 +7,9 @@ import itertools
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
+
+from lib_rectify import RectifyParams
+
 from toy import (
     DENOISER_SAMPLERS,
     SD_BETAS,
@@ -18,8 +21,6 @@ from toy import (
     sample_euler,
     sample_euler_ancestral,
 )
-
-from lib_rectify import RectifyParams
 
 FRAMES = 6
 # Tolerances: float32 sampling of O(1) latents over ≤ 20 steps; the pinned paths are

@@ -1,0 +1,1 @@
+"""The WebUI side of noise rectification (imports the WebUI's ``modules``; the core does not)."""

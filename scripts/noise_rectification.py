@@ -1,0 +1,160 @@
+"""WebUI entry point: thin glue between the host's hooks and ``lib_rectify``.
+
+Checked against AUTOMATIC1111 stable-diffusion-webui v1.10.1 (82a973c) and
+sd-webui-animatediff a88e889. The logic lives in ``lib_rectify_webui`` (host side)
+and ``lib_rectify`` (the method, host-independent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modules import errors, script_callbacks, scripts, sd_samplers_common, shared
+from modules.processing import StableDiffusionProcessingImg2Img
+
+from lib_rectify import RectifyError, RectifyParams
+from lib_rectify_webui import job, ui, xyz
+
+_animatediff_components: dict[str, dict[str, Any]] = {"img2img": {}, "txt2img": {}}
+_xyz_options: list[Any] = []
+
+
+def _log(message: str) -> None:
+    print(f"[Noise Rectification] {message}")
+
+
+def animatediff_args(p: Any) -> Any:
+    """AnimateDiff's single argument on this job (its ``AnimateDiffProcess`` or API dict)."""
+    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", []):
+        if script.title().lower() == "animatediff":
+            return p.script_args[script.args_from]
+    return None
+
+
+def _arg(obj: Any, name: str, default: Any = None) -> Any:
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+class NoiseRectificationScript(scripts.Script):
+    def title(self) -> str:
+        return ui.TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        tab = "img2img" if is_img2img else "txt2img"
+        return ui.build(self, is_img2img, _animatediff_components[tab])
+
+    def before_process(self, p: Any, *args: Any) -> None:
+        # Runs after AnimateDiff's before_process (folder-name order), which has set
+        # p.batch_size to the frame count and, for the API, parsed its own dict.
+        job.clear(p)
+        try:
+            params = job.parse_job_params(p, args)
+        except RectifyError as error:
+            _log(str(error))
+            job.fail_job(p, error)
+            return
+        if not params.enabled:
+            return
+        reason = self._not_applicable(p)
+        if reason:
+            message = f"enabled but not applied: {reason}; the result is generated without it."
+            _log(message)
+            p.comment(f"Noise Rectification {message}")
+            p.extra_generation_params[job.SKIPPED_KEY] = reason
+            return
+        refusal = self._refusal(p)
+        if refusal is not None:
+            _log(str(refusal))
+            job.fail_job(p, refusal)
+            return
+        p.extra_generation_params.update(params.to_infotext())
+        if params.active:
+            job.start(p, params)
+            p.extra_generation_params[job.INIT_NOTE_KEY] = job.INIT_NOTE
+
+    def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        if "x" in kwargs:
+            job.before_sampling(p, kwargs["x"], shared, sd_samplers_common)
+
+    def post_sample(self, p: Any, ps: Any, *args: Any) -> None:
+        job.after_sampling(p, ps)
+
+    def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
+        job.clear(p)
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _not_applicable(p: Any) -> str | None:
+        if not isinstance(p, StableDiffusionProcessingImg2Img):
+            return "it works in img2img (this is txt2img)"
+        ad = animatediff_args(p)
+        if ad is None:
+            return "sd-webui-animatediff is not installed"
+        if not _arg(ad, "enable", False):
+            return "AnimateDiff is not enabled"
+        return None
+
+    @staticmethod
+    def _refusal(p: Any) -> RectifyError | None:
+        ad = animatediff_args(p)
+        if _arg(ad, "freeinit_enable", False):
+            return RectifyError(
+                "AnimateDiff FreeInit",
+                True,
+                "turn FreeInit off to use noise rectification (they both rewrite the sampling)",
+            )
+        if _arg(ad, "is_i2i_batch", False) or len(getattr(p, "init_images", None) or []) > 1:
+            count = len(getattr(p, "init_images", None) or [])
+            return RectifyError(
+                "init images",
+                count,
+                "one picture to animate (AnimateDiff's img2img batch is not supported)",
+            )
+        if _arg(ad, "last_frame", None) is not None:
+            return RectifyError(
+                "AnimateDiff last frame",
+                "set",
+                "no last frame: rectification pins the video to one picture",
+            )
+        return None
+
+
+# ------------------------------------------------------------------ registration (once)
+def _on_after_component(component: Any, **_kwargs: Any) -> None:
+    elem_id = getattr(component, "elem_id", None) or ""
+    for tab in ("img2img", "txt2img"):
+        for name in ("video-length", "batch-size"):
+            if elem_id == f"{tab}-ad-{name}":
+                _animatediff_components[tab][name.replace("-", "_")] = component
+
+
+def _register_xyz_axes(*_args: Any) -> None:
+    if _xyz_options:
+        return
+    for data in scripts.scripts_data:
+        if getattr(data.script_class, "__module__", "") in ("xyz_grid.py", "xyz_grid"):
+            try:
+                _xyz_options.extend(xyz.register(data.module))
+            except Exception:  # the XYZ script changed shape: keep the WebUI running
+                errors.report("Noise Rectification: could not add XYZ axes", exc_info=True)
+            return
+
+
+def _on_script_unloaded() -> None:
+    for data in scripts.scripts_data:
+        if getattr(data.script_class, "__module__", "") in ("xyz_grid.py", "xyz_grid"):
+            xyz.unregister(data.module, _xyz_options)
+    _xyz_options.clear()
+
+
+script_callbacks.on_after_component(_on_after_component, name="noise_rectification_components")
+script_callbacks.on_cfg_denoiser(job.on_cfg_denoiser, name="noise_rectification_capture")
+script_callbacks.on_cfg_after_cfg(job.on_cfg_after_cfg, name="noise_rectification_rectify")
+script_callbacks.on_before_ui(_register_xyz_axes, name="noise_rectification_xyz")
+script_callbacks.on_script_unloaded(_on_script_unloaded, name="noise_rectification_unload")
+_register_xyz_axes()  # API-only servers (--nowebui) never build the UI
+
+__all__ = ["NoiseRectificationScript", "RectifyParams"]

@@ -1,0 +1,332 @@
+"""The real script module against a fake of the host (fake_host.py, WebUI v1.10.1 shapes)."""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import pytest
+import torch
+
+import fake_host as host
+
+SCRIPT = host.install()
+from lib_rectify import POSITIONAL_ARGS, RectifyError, RectifyParams  # noqa: E402
+from lib_rectify_webui import job, xyz  # noqa: E402
+
+Script = SCRIPT.NoiseRectificationScript
+STILL = {"enabled": True, "omega": "still", "tau": [0.0, 1.0]}
+
+
+def run(rect_args, seed=0, **kwargs):
+    torch.manual_seed(seed)  # the fake encoder's posterior noise is unseeded, like the host's
+    p = host.make_job(Script, rect_args, **kwargs)
+    return p, host.process_images(p)
+
+
+def picture(p):
+    """The paper's Z: one encoding of the picture (the first), repeated over the frames."""
+    return p.first_encoding.expand(p.batch_size, -1, -1, -1)
+
+
+@pytest.fixture(autouse=True)
+def _clean_reports():
+    host.REPORTED.clear()
+    yield
+
+
+# ------------------------------------------------------------------------ ui and args
+def test_ui_returns_the_positional_order_and_is_idempotent():
+    before = {k: len(v) for k, v in host.CALLBACKS.items()}
+    script = Script()
+    first = script.ui(True)
+    labels = [c.label for c in first]
+    second = script.ui(True)
+    assert len(first) == len(POSITIONAL_ARGS) == 6
+    assert [c.label for c in second] == labels
+    assert {k: len(v) for k, v in host.CALLBACKS.items()} == before  # ui() registers nothing
+    enabled, preset, custom, start, end, reference = first
+    assert enabled.value is False and preset.value == "paper" and custom.value == ""
+    assert (start.value, end.value, reference.value) == (0.0, 60.0, 0)
+    assert preset.kwargs["choices"] == ["paper", "still", "free", "custom"]
+    assert all(
+        c.elem_id and c.elem_id.startswith("script_img2img_noise_rectification_") for c in first
+    )
+    # the defaults the API copies over are the core's defaults
+    assert RectifyParams.from_positional([c.value for c in first]) == RectifyParams()
+
+
+def test_every_control_has_a_hover_hint():
+    script = Script()
+    components = script.ui(True)
+    hints = next(
+        c for c in host.Component.created[::-1] if c.elem_id and c.elem_id.endswith("_hints")
+    )
+    for component in components:
+        assert component.elem_id in hints.value, component.label
+
+
+@pytest.mark.parametrize(
+    "rect_args",
+    [
+        [STILL],
+        [True, "still", "", 0, 100, 0],
+        [
+            {"enabled": True, "omega": 0.0, "tau": [0, 1]},
+            False,
+            "paper",
+            "",
+            0,
+            60,
+            0,
+        ],  # dict + UI defaults
+    ],
+)
+def test_dict_and_positional_args_pin_every_frame_to_the_picture(rect_args):
+    p, processed = run(rect_args)
+    assert torch.allclose(processed.samples[0], picture(p), atol=1e-4)
+    assert processed.extra_generation_params["NR omega"] in ("still", "0.0")
+    assert job.INIT_NOTE_KEY in processed.extra_generation_params
+
+
+def test_timestep_sampler_lands_on_the_picture():
+    p, processed = run([STILL], sampler=lambda job_p: host.CompVisSampler("DDIM", job_p.batch_size))
+    assert torch.allclose(processed.samples[0], picture(p), atol=1e-3)
+
+
+def test_two_call_steps_count_as_one_step():
+    p, processed = run(
+        [STILL], sampler=lambda job_p: host.KDiffusionSampler("Heun", job_p.batch_size)
+    )
+    assert torch.allclose(processed.samples[0], picture(p), atol=1e-4)
+    assert p.sampler.steps_seen == list(range(8))
+
+
+def test_reference_frame_last_is_exact():
+    p, processed = run([{"enabled": True, "omega": "paper", "tau": [0, 1], "reference_frame": -1}])
+    out, pic = processed.samples[0], picture(p)
+    assert torch.allclose(out[-1], pic[-1], atol=1e-4)
+    assert not torch.allclose(out[1], pic[1], atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "rect_args",
+    [
+        [],
+        [False, "paper", "", 0, 60, 0],
+        [{"enabled": False}],
+        [{"enabled": True, "tau": [0.3, 0.3]}],
+    ],
+)
+def test_disabled_or_empty_window_leaves_tensors_untouched(rect_args):
+    _, reference = run([], seed=5)
+    p, processed = run(rect_args, seed=5)
+    assert torch.equal(processed.samples[0], reference.samples[0])
+    assert not hasattr(p, job.STATE_ATTR)
+
+
+def test_stochastic_sampler_uses_the_per_step_pivot_and_says_so():
+    sampler = lambda job_p: host.KDiffusionSampler("Euler a", job_p.batch_size, {"uses_ensd": True})  # noqa: E731
+    _p, processed = run([STILL], sampler=sampler)
+    assert processed.extra_generation_params[job.SAMPLER_NOTE_KEY] == job.STOCHASTIC_NOTE
+
+
+# ---------------------------------------------------------------------------- infotext
+def test_infotext_round_trip_restores_every_control():
+    wanted = RectifyParams(
+        enabled=True, omega=(1.0, 0.25, 0.5), tau=(0.1, 0.75), reference_frame=-1
+    )
+    _p, processed = run([wanted.to_api()])
+    entries = {k: str(v) for k, v in processed.extra_generation_params.items()}
+    script = Script()
+    components = script.ui(True)
+    values = {id(c): fn(entries) for c, fn in script.infotext_fields}
+    restored = [values[id(c)] for c in components]
+    assert RectifyParams.from_positional(restored) == wanted
+
+
+def test_infotext_without_our_keys_disables_and_leaves_the_rest():
+    script = Script()
+    components = script.ui(True)
+    values = {id(c): fn({"Steps": "20"}) for c, fn in script.infotext_fields}
+    assert values[id(components[0])] is False
+    assert all(values[id(c)] is None for c in components[1:])
+
+
+def test_infotext_from_a_newer_version_is_an_error_and_is_shown():
+    script = Script()
+    components = script.ui(True)
+    entries = RectifyParams(enabled=True).to_infotext() | {"NR version": "9"}
+    fields = dict((id(c), fn) for c, fn in script.infotext_fields)
+    with pytest.raises(RectifyError, match="NR version"):
+        fields[id(components[0])](entries)
+    preview = next(fn for c, fn in script.infotext_fields if c.elem_id.endswith("_preview"))
+    assert "NR version" in preview(entries)
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("rect_args", "fragment"),
+    [
+        ([{"enabled": True, "omega": "wobbly"}], "omega"),
+        ([{"enabled": True, "tau": [0.8, 0.2]}], "tau"),
+        ([{"enabled": True, "speed": 2}], "speed"),
+        ([True, "custom", "1, nope"], "omega_custom"),
+        ([{"enabled": True, "reference_frame": 8}], "reference_frame"),  # 8 frames: 0..7
+    ],
+)
+def test_bad_input_fails_the_job_with_the_field_and_the_next_job_is_clean(rect_args, fragment):
+    with pytest.raises(RectifyError, match=fragment):
+        run(rect_args)
+    _, reference = run([], seed=3)
+    p, again = run([], seed=3)
+    assert torch.equal(again.samples[0], reference.samples[0])
+    assert not hasattr(p, job.STATE_ATTR)
+    assert job._in_flight.call is None
+
+
+def test_an_error_during_sampling_fails_the_job_and_leaves_nothing_behind():
+    def broken_sampler(job_p):
+        sampler = host.KDiffusionSampler("Euler", job_p.batch_size)
+        original = sampler.model_wrap_cfg.__class__.__call__
+
+        def call(self, x, sigma, cond_scale=7.0):
+            if self.step == 2:
+                host._fire(
+                    "cfg_denoiser",
+                    host.CFGDenoiserParams(
+                        torch.cat([x, x]), None, torch.cat([sigma, sigma]), 0, 0, None, None, self
+                    ),
+                )
+                after = host.AfterCFGCallbackParams(
+                    torch.zeros(3, *x.shape[1:]), 0, 0
+                )  # a batch the glue did not expect
+                host._fire("cfg_after_cfg", after)
+            return original(self, x, sigma, cond_scale)
+
+        sampler.model_wrap_cfg.__class__ = type(
+            "BrokenCFG", (host.CFGDenoiser,), {"__call__": call}
+        )
+        return sampler
+
+    with pytest.raises(RectifyError, match="prediction batch"):
+        run([STILL], sampler=broken_sampler)
+    assert job._in_flight.call is None
+    p, processed = run([STILL])
+    assert torch.allclose(processed.samples[0], picture(p), atol=1e-4)
+
+
+def test_freeinit_is_refused_with_a_message():
+    with pytest.raises(RectifyError, match="FreeInit"):
+        run([STILL], ad={"freeinit_enable": True})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"ad": {"enable": False}}, "AnimateDiff is not enabled"),
+        ({"p_class": host.StableDiffusionProcessingTxt2Img}, "img2img"),
+    ],
+)
+def test_not_applicable_runs_unchanged_with_a_visible_warning(kwargs, reason):
+    if kwargs.get("p_class") is host.StableDiffusionProcessingTxt2Img:
+        p = host.make_job(Script, [STILL], **kwargs)
+        p.scripts.before_process(p)
+        assert reason in p.extra_generation_params[job.SKIPPED_KEY]
+        assert any(reason in c for c in p.comments)
+        assert not hasattr(p, job.STATE_ATTR)
+        return
+    _, reference = run([], seed=4, **kwargs)
+    p, processed = run([STILL], seed=4, **kwargs)
+    assert torch.equal(processed.samples[0], reference.samples[0])
+    assert reason in processed.extra_generation_params[job.SKIPPED_KEY]
+    assert reason in processed.comments
+
+
+# ----------------------------------------------------------------------- callbacks
+def test_callbacks_ignore_calls_of_other_jobs():
+    _p, _ = run([STILL])
+    stranger = types.SimpleNamespace(p=types.SimpleNamespace())
+    params = host.CFGDenoiserParams(
+        torch.ones(16, 4, 8, 8), None, torch.ones(16), 0, 0, None, None, stranger
+    )
+    job.on_cfg_denoiser(params)
+    assert job._in_flight.call is None
+    after = host.AfterCFGCallbackParams(torch.ones(8, 4, 8, 8), 0, 0)
+    job.on_cfg_after_cfg(after)
+    assert torch.equal(after.x, torch.ones(8, 4, 8, 8))
+
+
+def test_batch_count_above_one_rectifies_every_video():
+    p, processed = run([STILL], n_iter=2)
+    for samples in processed.samples:
+        assert torch.allclose(samples, picture(p), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- XYZ
+def _fake_xyz():
+    class AxisOption:
+        def __init__(
+            self,
+            label,
+            type,
+            apply,
+            format_value=None,
+            confirm=None,
+            cost=0.0,
+            choices=None,
+            prepare=None,
+        ):
+            self.label, self.type, self.apply, self.confirm, self.choices = (
+                label,
+                type,
+                apply,
+                confirm,
+                choices,
+            )
+
+    return types.SimpleNamespace(
+        axis_options=[AxisOption("Nothing", str, None)], AxisOptionImg2Img=AxisOption
+    )
+
+
+def test_xyz_axes_register_once_and_unregister():
+    module = _fake_xyz()
+    added = xyz.register(module)
+    assert [o.label for o in added] == [
+        "[Noise Rectification] Enable",
+        "[Noise Rectification] ω",
+        "[Noise Rectification] τ start %",
+        "[Noise Rectification] τ end %",
+        "[Noise Rectification] Reference frame",
+    ]
+    assert xyz.register(module) == []
+    xyz.unregister(module, added)
+    assert [o.label for o in module.axis_options] == ["Nothing"]
+
+
+def test_xyz_overrides_live_on_each_cell_copy_only():
+    module = _fake_xyz()
+    options = {o.label: o for o in xyz.register(module)}
+    parent = host.make_job(Script, [{"enabled": False}])
+    cell_a, cell_b = copy.copy(parent), copy.copy(parent)
+    options["[Noise Rectification] Enable"].apply(cell_a, "True", None)
+    options["[Noise Rectification] ω"].apply(cell_a, "still", None)
+    options["[Noise Rectification] τ end %"].apply(cell_a, 100.0, None)
+    options["[Noise Rectification] ω"].apply(cell_b, "free", None)
+    assert not hasattr(parent, job.OVERRIDES_ATTR)
+    assert getattr(cell_b, job.OVERRIDES_ATTR) == {"omega": "free"}
+    torch.manual_seed(0)
+    processed = host.process_images(cell_a)
+    assert torch.allclose(processed.samples[0], picture(cell_a), atol=1e-4)
+    assert processed.extra_generation_params["NR omega"] == "still"
+    assert job.parse_job_params(cell_b, [{"enabled": False}]) == RectifyParams(omega="free")
+
+
+def test_xyz_confirm_rejects_bad_values_before_the_grid():
+    options = {o.label: o for o in xyz.register(_fake_xyz())}
+    options["[Noise Rectification] τ start %"].confirm(None, [0.0, 50.0, 100.0])
+    with pytest.raises(RectifyError, match=r"τ end %.*percent"):
+        options["[Noise Rectification] τ end %"].confirm(None, [60.0, 140.0])
+    with pytest.raises(RectifyError, match="ω"):
+        options["[Noise Rectification] ω"].confirm(None, ["paper", "wavy"])
