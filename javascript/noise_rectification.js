@@ -11,12 +11,15 @@
             } catch (e) {
                 return;
             }
+            // Controls sit inside the accordion: an element takes the hint of its
+            // nearest hinted ancestor, so the accordion's hint never covers theirs.
+            const hinted = Object.keys(hints).map(function (k) { return "#" + CSS.escape(k); }).join(",");
             Object.keys(hints).forEach(function (id) {
                 const root = app.querySelector("#" + CSS.escape(id));
                 if (!root) return;
                 root.title = hints[id];
                 root.querySelectorAll("label, span, input, textarea").forEach(function (el) {
-                    if (!el.title) el.title = hints[id];
+                    if (el.closest(hinted) === root) el.title = hints[id];
                 });
             });
         });
