@@ -1,0 +1,1 @@
+"""A tiny video diffusion model trained on synthetic clips: the project's fidelity instrument."""
