@@ -25,7 +25,7 @@ sd-webui-animatediff a88e889:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,7 +65,6 @@ class JobState:
     completed_steps: int = 0
     frames: int = 0
     landing: torch.Tensor | None = None
-    warnings: list[str] = field(default_factory=list)
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:

@@ -49,12 +49,12 @@ def describe_sampler(
     funcname = getattr(sampler, "funcname", "") or ""
     eta = p.eta if getattr(p, "eta", None) is not None else eta_default
     if hasattr(sampler, "get_sigmas"):
-        stochastic = bool(
-            options.get("uses_ensd") or options.get("brownian_noise") or name == "Restart"
-        )
-        stochastic = stochastic and (
-            eta != 0 or name == "Restart" or bool(options.get("brownian_noise"))
-        )
+        ancestral = (
+            bool(options.get("uses_ensd")) and eta != 0
+        )  # Euler a, DPM2 a, DPM++ 2S a, DPM fast
+        stochastic = (
+            ancestral or bool(options.get("brownian_noise")) or name == "Restart"
+        )  # SDE, Restart
         return SamplerInfo(name, "denoiser", t_enc + 1, stochastic)
     if hasattr(sampler, "get_timesteps"):
         total = t_enc if funcname == "unipc" else t_enc - 1

@@ -12,7 +12,7 @@ from typing import Any
 from modules import errors, script_callbacks, scripts, sd_samplers_common, shared
 from modules.processing import StableDiffusionProcessingImg2Img
 
-from lib_rectify import RectifyError, RectifyParams
+from lib_rectify import RectifyError
 from lib_rectify_webui import job, ui, xyz
 
 _animatediff_components: dict[str, dict[str, Any]] = {"img2img": {}, "txt2img": {}}
@@ -156,5 +156,3 @@ script_callbacks.on_cfg_after_cfg(job.on_cfg_after_cfg, name="noise_rectificatio
 script_callbacks.on_before_ui(_register_xyz_axes, name="noise_rectification_xyz")
 script_callbacks.on_script_unloaded(_on_script_unloaded, name="noise_rectification_unload")
 _register_xyz_axes()  # API-only servers (--nowebui) never build the UI
-
-__all__ = ["NoiseRectificationScript", "RectifyParams"]
