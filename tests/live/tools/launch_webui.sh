@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Start a local AUTOMATIC1111 WebUI (v1.10.1) offline on the CPU, bound to 127.0.0.1.
+#
+# Usage: launch_webui.sh [--webui DIR] [--port N] [--ui] [--ckpt NAME] [--threads N]
+#                        [--log FILE] [--background] [-- extra WebUI flags...]
+#   --webui DIR    WebUI install (has webui.py, venv/, hf_home/); default $WEBUI_DIR or /work/webui
+#   --port N       port; default 7861
+#   --ui           also serve the Gradio UI (for browser tests); default is API only (--nowebui)
+#   --ckpt NAME    checkpoint under models/Stable-diffusion/; default random-sd15.safetensors
+#   --threads N    torch / OpenMP threads; default 1
+#   --log FILE     with --background: where the output goes; default DIR/webui-PORT.log
+#   --background   start detached, print the PID, and wait until the server answers
+#                  (GET /sdapi/v1/sd-models; up to 300 s)
+#
+# The models and the Hugging Face cache come from make_random_models.py (same folder).
+# Stop a background server with: kill <PID> (the PID is printed and written to DIR/webui-PORT.pid).
+set -euo pipefail
+
+WEBUI=${WEBUI_DIR:-/work/webui}
+PORT=7861
+UI=0
+CKPT=random-sd15.safetensors
+THREADS=1
+LOG=
+BACKGROUND=0
+EXTRA=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --webui) WEBUI=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    --ui) UI=1; shift ;;
+    --ckpt) CKPT=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --log) LOG=$2; shift 2 ;;
+    --background) BACKGROUND=1; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; EXTRA=("$@"); break ;;
+    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+WEBUI=$(cd "$WEBUI" && pwd)
+PY=$WEBUI/venv/bin/python
+CKPT_PATH=$WEBUI/models/Stable-diffusion/$CKPT
+[[ -x $PY ]] || { echo "no venv python at $PY" >&2; exit 1; }
+[[ -f $CKPT_PATH ]] || { echo "no checkpoint $CKPT_PATH: run make_random_models.py first" >&2; exit 1; }
+[[ -d $WEBUI/hf_home/hub ]] || { echo "no HF cache in $WEBUI/hf_home: run make_random_models.py first" >&2; exit 1; }
+
+export HF_HOME=$WEBUI/hf_home HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+export PYTHONUNBUFFERED=1
+
+FLAGS=(--api --server-name 127.0.0.1 --port "$PORT"
+  --skip-prepare-environment --skip-install --skip-version-check --skip-python-version-check
+  --skip-torch-cuda-test --use-cpu all --no-half --no-half-vae --precision full
+  --disable-nan-check --no-download-sd-model --ckpt "$CKPT_PATH")
+if [[ $UI = 0 ]]; then FLAGS+=(--nowebui); fi
+FLAGS+=("${EXTRA[@]}")
+
+cd "$WEBUI"
+if [[ $BACKGROUND = 0 ]]; then
+  exec "$PY" launch.py "${FLAGS[@]}"
+fi
+
+LOG=${LOG:-$WEBUI/webui-$PORT.log}
+setsid "$PY" launch.py "${FLAGS[@]}" >"$LOG" 2>&1 < /dev/null &
+PID=$!
+echo "$PID" > "$WEBUI/webui-$PORT.pid"
+echo "WebUI PID $PID, log $LOG"
+for _ in $(seq 300); do
+  if ! kill -0 "$PID" 2>/dev/null; then echo "WebUI exited; see $LOG" >&2; tail -20 "$LOG" >&2; exit 1; fi
+  if curl -sf --noproxy '*' "http://127.0.0.1:$PORT/sdapi/v1/sd-models" >/dev/null 2>&1; then
+    echo "WebUI answering on http://127.0.0.1:$PORT"; exit 0
+  fi
+  sleep 1
+done
+echo "WebUI not answering after 300 s; still running as PID $PID, see $LOG" >&2
+exit 1
