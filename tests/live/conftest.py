@@ -20,7 +20,9 @@ URL = os.environ.get("SD_WEBUI_URL", "")
 def pytest_collection_modifyitems(config, items):
     if URL:
         return
-    skip = pytest.mark.skip(reason="set SD_WEBUI_URL to a running WebUI (see tests/live/tools/SETUP.md)")
+    skip = pytest.mark.skip(
+        reason="set SD_WEBUI_URL to a running WebUI (see tests/live/tools/SETUP.md)"
+    )
     for item in items:
         if "tests/live" in str(item.fspath).replace("\\", "/"):
             item.add_marker(skip)

@@ -70,7 +70,16 @@ def test_disabled_or_empty_window_is_bit_identical(webui: WebUI, plain, args):
         ({"enabled": True, "reference_frame": 8}, ["reference_frame", "8 frames"]),
         ([True, "custom", "1, 0.5, x"], ["omega_custom", "not a number"]),
     ],
-    ids=["preset", "omega-range", "tau-order", "tau-type", "enabled-type", "unknown-key", "reference", "custom"],
+    ids=[
+        "preset",
+        "omega-range",
+        "tau-order",
+        "tau-type",
+        "enabled-type",
+        "unknown-key",
+        "reference",
+        "custom",
+    ],
 )
 def test_bad_request_names_the_field_and_leaves_no_state(webui: WebUI, plain, args, fragments):
     assert_error_names(webui.img2img(request(args, sampler="DDIM")), *fragments)
@@ -102,7 +111,9 @@ def test_infotext_reproduces_the_images(webui: WebUI):
 
 # 5. an XYZ plot over one of our axes returns a grid
 def test_xyz_plot_over_the_window_end_returns_a_grid(webui: WebUI):
-    info = {s["name"]: s for s in webui.get("/sdapi/v1/script-info") if s["is_img2img"]}["x/y/z plot"]
+    info = {s["name"]: s for s in webui.get("/sdapi/v1/script-info") if s["is_img2img"]}[
+        "x/y/z plot"
+    ]
     axis_labels = info["args"][0]["choices"]
     axis = axis_labels.index("[Noise Rectification] τ end %")
     nothing = axis_labels.index("Nothing")
@@ -110,7 +121,26 @@ def test_xyz_plot_over_the_window_end_returns_a_grid(webui: WebUI):
     payload["script_name"] = "x/y/z plot"
     #          x_type, x_values, x_dropdown, y_type, y_values, y_dropdown, z_type, z_values, z_dropdown,
     #          draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, vary_seeds_x/y/z, margin, csv
-    payload["script_args"] = [axis, "0, 100", [], nothing, "", [], nothing, "", [], True, False, False, False, False, False, False, 0, False]
+    payload["script_args"] = [
+        axis,
+        "0, 100",
+        [],
+        nothing,
+        "",
+        [],
+        nothing,
+        "",
+        [],
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        0,
+        False,
+    ]
     result = webui.img2img(payload)
     assert result.status == 200, result.message
     assert "[Noise Rectification] τ end %" in result.infotext or "NR tau" in result.infotext
@@ -119,11 +149,32 @@ def test_xyz_plot_over_the_window_end_returns_a_grid(webui: WebUI):
 
 
 def test_xyz_bad_value_is_refused_before_the_grid(webui: WebUI):
-    info = {s["name"]: s for s in webui.get("/sdapi/v1/script-info") if s["is_img2img"]}["x/y/z plot"]
+    info = {s["name"]: s for s in webui.get("/sdapi/v1/script-info") if s["is_img2img"]}[
+        "x/y/z plot"
+    ]
     labels = info["args"][0]["choices"]
     payload = request({"enabled": True}, sampler="DDIM", steps=2)
     payload["script_name"] = "x/y/z plot"
-    payload["script_args"] = [labels.index("[Noise Rectification] τ end %"), "50, 150", [], 0, "", [], 0, "", [], True, False, False, False, False, False, False, 0, False]
+    payload["script_args"] = [
+        labels.index("[Noise Rectification] τ end %"),
+        "50, 150",
+        [],
+        0,
+        "",
+        [],
+        0,
+        "",
+        [],
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        0,
+        False,
+    ]
     assert_error_names(webui.img2img(payload), "τ end %", "150")
 
 
@@ -136,7 +187,9 @@ def test_longer_than_context_still_gives_identical_frames(webui: WebUI):
 
 def test_reference_frame_last_is_the_picture_end(webui: WebUI):
     """With the paper's ω and τ = [0, 100 %], the last frame is the picture, the first is not."""
-    ref_last = webui.img2img(request({"enabled": True, "tau": [0, 1], "reference_frame": -1}, sampler="DDIM"))
+    ref_last = webui.img2img(
+        request({"enabled": True, "tau": [0, 1], "reference_frame": -1}, sampler="DDIM")
+    )
     still = webui.img2img(request(STILL, sampler="DDIM"))
     assert ref_last.status == 200 and still.status == 200
     import numpy as np

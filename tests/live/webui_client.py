@@ -63,7 +63,9 @@ class WebUI:
 
     def post(self, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
         request = urllib.request.Request(
-            self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+            self.url + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -81,8 +83,13 @@ class WebUI:
         seconds = time.time() - start
         if status != 200:
             return Result(status, error=body, seconds=seconds)
-        frames = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) for b in body["images"]]
-        info = json.loads(body["info"]) if isinstance(body.get("info"), str) else body.get("info", {})
+        frames = [
+            np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"))
+            for b in body["images"]
+        ]
+        info = (
+            json.loads(body["info"]) if isinstance(body.get("info"), str) else body.get("info", {})
+        )
         return Result(status, frames, info, seconds=seconds)
 
 
@@ -160,7 +167,9 @@ def assert_same_images(a: Result, b: Result) -> None:
     assert b.status == 200, b.message
     assert len(a.frames) == len(b.frames), (len(a.frames), len(b.frames))
     for i, (x, y) in enumerate(zip(a.frames, b.frames, strict=True)):
-        assert x.shape == y.shape and np.array_equal(x, y), f"frame {i} differs (max {np.abs(x.astype(int) - y).max()})"
+        assert x.shape == y.shape and np.array_equal(x, y), (
+            f"frame {i} differs (max {np.abs(x.astype(int) - y).max()})"
+        )
 
 
 def assert_error_names(result: Result, *fragments: str) -> None:
