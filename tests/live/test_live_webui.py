@@ -18,6 +18,7 @@ from webui_client import (
     assert_moving,
     assert_same_images,
     assert_still,
+    max_frame_difference,
     request,
 )
 
@@ -34,9 +35,27 @@ def plain(webui: WebUI):
 
 
 # 1. a still window pins every frame to the picture, for both sampler families
-@pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M", "DDIM"])
+@pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M", "DDIM", "UniPC", "Euler a"])
 def test_still_window_gives_identical_frames(webui: WebUI, sampler: str):
-    assert_still(webui.img2img(request(STILL, sampler=sampler)))
+    result = webui.img2img(request(STILL, sampler=sampler))
+    assert_still(result)
+    if sampler == "Euler a":  # stochastic: per-step pivot, said in the infotext
+        assert "NR note" in result.infotext and "stochastic sampler" in result.infotext
+
+
+def test_batch_count_two_gives_two_still_videos(webui: WebUI):
+    result = webui.img2img(request(STILL, sampler="DDIM", n_iter=2))
+    assert result.status == 200, result.message
+    videos = [f for f in result.frames if f.shape[:2] == (64, 64)]
+    assert len(videos) >= 16, len(videos)
+    for start in (0, 8):
+        assert max_frame_difference(videos[start : start + 8]) <= 2
+
+
+def test_freeinit_is_refused_with_a_message(webui: WebUI, plain):
+    result = webui.img2img(request(STILL, sampler="DDIM", animatediff={"freeinit_enable": True}))
+    assert_error_names(result, "FreeInit", "turn FreeInit off")
+    assert_same_images(plain, webui.img2img(request(sampler="DDIM")))
 
 
 def test_without_rectification_frames_differ(plain):
