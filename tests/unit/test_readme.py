@@ -25,7 +25,9 @@ def test_parameter_table_lists_every_field_with_its_keys():
 
 
 def test_positional_table_matches_the_ui_order_and_defaults():
-    rows = [line for line in _section("API").splitlines() if line.startswith("| ") and line[2].isdigit()]
+    rows = [
+        line for line in _section("API").splitlines() if line.startswith("| ") and line[2].isdigit()
+    ]
     assert [row.split("|")[2].strip() for row in rows] == list(POSITIONAL_ARGS)
     defaults = RectifyParams()
     assert f"| 3 | tau_start_percent | float | {fraction_to_percent(defaults.tau[0]):g} |" in README
@@ -34,5 +36,7 @@ def test_positional_table_matches_the_ui_order_and_defaults():
 
 def test_test_command_is_the_one_ci_runs():
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text(encoding="utf-8")
-    command = next(line.split("'")[1] for line in ci.splitlines() if line.startswith("TEST_COMMAND="))
+    command = next(
+        line.split("'")[1] for line in ci.splitlines() if line.startswith("TEST_COMMAND=")
+    )
     assert f"\n{command}\n" in README
