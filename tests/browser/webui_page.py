@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
+import webui_client
+
+#: The same init picture as the live suite's.
+init_png = webui_client.picture_png
 
 PREFIX = "script_img2img_noise_rectification_"
 TITLE = "Noise Rectification"
@@ -26,18 +30,6 @@ CONTROLS = (
 def nr(page: Any, name: str) -> Any:
     """Our control by its WebUI elem_id (gr.HTML repeats the id on an inner div: take the block)."""
     return page.locator(f"#{PREFIX}{name}").first
-
-
-def init_png(size: int = 64) -> bytes:
-    """A smooth, structured picture: gradients plus a disc (same as the live suite's)."""
-    y, x = np.mgrid[0:size, 0:size]
-    r = (x * 255 // (size - 1)).astype(np.uint8)
-    g = (y * 255 // (size - 1)).astype(np.uint8)
-    disc = ((x - size * 0.6) ** 2 + (y - size * 0.4) ** 2) < (size * 0.2) ** 2
-    b = np.where(disc, 230, 60).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(np.stack([r, g, b], axis=-1)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def open_webui(context: Any, url: str) -> Any:

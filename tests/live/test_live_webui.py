@@ -20,6 +20,7 @@ from webui_client import (
     assert_still,
     max_frame_difference,
     request,
+    xyz_request,
 )
 
 STILL = {"enabled": True, "omega": "still", "tau": [0.0, 1.0]}
@@ -130,37 +131,8 @@ def test_infotext_reproduces_the_images(webui: WebUI):
 
 # 5. an XYZ plot over one of our axes returns a grid
 def test_xyz_plot_over_the_window_end_returns_a_grid(webui: WebUI):
-    info = {s["name"]: s for s in webui.get("/sdapi/v1/script-info") if s["is_img2img"]}[
-        "x/y/z plot"
-    ]
-    axis_labels = info["args"][0]["choices"]
-    axis = axis_labels.index("[Noise Rectification] τ end %")
-    nothing = axis_labels.index("Nothing")
     payload = request({"enabled": True, "omega": "still"}, sampler="DDIM", steps=4)
-    payload["script_name"] = "x/y/z plot"
-    #          x_type, x_values, x_dropdown, y_type, y_values, y_dropdown, z_type, z_values, z_dropdown,
-    #          draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, vary_seeds_x/y/z, margin, csv
-    payload["script_args"] = [
-        axis,
-        "0, 100",
-        [],
-        nothing,
-        "",
-        [],
-        nothing,
-        "",
-        [],
-        True,
-        False,
-        False,
-        False,
-        False,
-        False,
-        False,
-        0,
-        False,
-    ]
-    result = webui.img2img(payload)
+    result = webui.img2img(xyz_request(webui, payload, "[Noise Rectification] τ end %", "0, 100"))
     assert result.status == 200, result.message
     assert "[Noise Rectification] τ end %" in result.infotext or "NR tau" in result.infotext
     grid = result.frames[0]
@@ -168,33 +140,9 @@ def test_xyz_plot_over_the_window_end_returns_a_grid(webui: WebUI):
 
 
 def test_xyz_bad_value_is_refused_before_the_grid(webui: WebUI):
-    info = {s["name"]: s for s in webui.get("/sdapi/v1/script-info") if s["is_img2img"]}[
-        "x/y/z plot"
-    ]
-    labels = info["args"][0]["choices"]
     payload = request({"enabled": True}, sampler="DDIM", steps=2)
-    payload["script_name"] = "x/y/z plot"
-    payload["script_args"] = [
-        labels.index("[Noise Rectification] τ end %"),
-        "50, 150",
-        [],
-        0,
-        "",
-        [],
-        0,
-        "",
-        [],
-        True,
-        False,
-        False,
-        False,
-        False,
-        False,
-        False,
-        0,
-        False,
-    ]
-    assert_error_names(webui.img2img(payload), "τ end %", "150")
+    result = webui.img2img(xyz_request(webui, payload, "[Noise Rectification] τ end %", "50, 150"))
+    assert_error_names(result, "τ end %", "150")
 
 
 # 6. videos longer than AnimateDiff's context keep the promise

@@ -22,8 +22,8 @@ TITLE = "Noise Rectification"
 MOTION_MODULE = "mm_sd15_v2.safetensors"
 
 
-def test_image(size: int = 64) -> str:
-    """A smooth, structured picture (base64 PNG): gradients plus a disc."""
+def picture_png(size: int = 64) -> bytes:
+    """A smooth, structured picture (PNG bytes): gradients plus a disc."""
     y, x = np.mgrid[0:size, 0:size]
     r = (x * 255 // (size - 1)).astype(np.uint8)
     g = (y * 255 // (size - 1)).astype(np.uint8)
@@ -31,7 +31,7 @@ def test_image(size: int = 64) -> str:
     b = np.where(disc, 230, 60).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(np.stack([r, g, b], axis=-1)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
 
 
 @dataclass
@@ -129,13 +129,37 @@ def request(
         "width": size,
         "height": size,
         "denoising_strength": 1.0,
-        "init_images": [test_image(size)],
+        "init_images": [base64.b64encode(picture_png(size)).decode()],
         "alwayson_scripts": {"AnimateDiff": {"args": [ad]}},
     }
     if rectification is not None:
         args = [rectification] if isinstance(rectification, dict) else list(rectification)
         payload["alwayson_scripts"][TITLE] = {"args": args}
     payload.update(extra)
+    return payload
+
+
+XYZ_TITLE = "x/y/z plot"
+
+
+def xyz_request(
+    webui: WebUI, payload: dict[str, Any], axis_label: str, values: str
+) -> dict[str, Any]:
+    """``payload`` as an X/Y/Z plot over one axis (WebUI v1.10.1 scripts/xyz_grid.py:536 arg order)."""
+    scripts = {s["name"]: s for s in webui.get("/sdapi/v1/script-info") if s["is_img2img"]}
+    labels = scripts[XYZ_TITLE]["args"][0]["choices"]  # x_type is an index into these
+    nothing = labels.index("Nothing")
+    payload = dict(payload, script_name=XYZ_TITLE)
+    payload["script_args"] = [
+        *(labels.index(axis_label), values, []),  # x: type, values, dropdown values
+        *(nothing, "", []),  # y
+        *(nothing, "", []),  # z
+        True,  # draw legend
+        *(False, False, False),  # include lone images, include sub grids, no fixed seeds
+        *(False, False, False),  # vary seeds x, y, z
+        0,  # margin size
+        False,  # csv mode
+    ]
     return payload
 
 
