@@ -149,8 +149,8 @@ def start(p: Any, params: RectifyParams) -> JobState:
             raise state.error from None
         finally:
             _in_flight.call = None
-            if state.error is None and state.rectifier is not None:
-                state.rectifier.release()
+            if state.rectifier is not None:
+                state.rectifier.release()  # the pivot is per batch
 
     p.init = init_keeping_clean_latent
     p.sample = sample_surfacing_errors
