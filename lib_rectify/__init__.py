@@ -27,6 +27,7 @@ from .params import (
     parse_omega_text,
 )
 from .rectifier import PIVOT_MODES, PivotMode, Rectifier
+from .schedule import alpha_cumprod_at, step_of_level
 from .weights import omega_weights, resolve_reference_frame
 from .window import step_in_window, window_steps
 
@@ -50,6 +51,7 @@ __all__ = [
     "Rectifier",
     "RectifyError",
     "RectifyParams",
+    "alpha_cumprod_at",
     "format_omega",
     "fraction_to_percent",
     "omega_weights",
@@ -57,5 +59,6 @@ __all__ = [
     "parse_omega_text",
     "resolve_reference_frame",
     "step_in_window",
+    "step_of_level",
     "window_steps",
 ]

@@ -49,6 +49,11 @@ def pivot_from_noisy_eps(
     return (noisy - alpha_cumprod.sqrt() * clean) / (1 - alpha_cumprod).sqrt()
 
 
+def clean_from_eps(x: torch.Tensor, eps: torch.Tensor, alpha_cumprod: torch.Tensor) -> torch.Tensor:
+    """``x̂₀ = (x − √(1−ᾱ)·ε)/√ᾱ``: the clean latent an ε prediction implies."""
+    return (x - (1 - alpha_cumprod).sqrt() * eps) / alpha_cumprod.sqrt()
+
+
 def landing_eps(
     eps: torch.Tensor,
     x: torch.Tensor,
@@ -62,7 +67,7 @@ def landing_eps(
     With ``x̂₀ = (x − √(1−ᾱ_t)·ε)/√ᾱ_t`` and ``k = √(ᾱ_prev/ᾱ_t)``:
     ``ε′ = (x̂₀ − k·x) / (√(1−ᾱ_prev) − k·√(1−ᾱ_t))``.
     """
-    x0 = (x - (1 - alpha_cumprod).sqrt() * eps) / alpha_cumprod.sqrt()
+    x0 = clean_from_eps(x, eps, alpha_cumprod)
     k = (alpha_cumprod_prev / alpha_cumprod).sqrt()
     denominator = (1 - alpha_cumprod_prev).sqrt() - k * (1 - alpha_cumprod).sqrt()
     return (x0 - k * x) / denominator

@@ -203,6 +203,25 @@ class Rectifier:
                 rectified = noise_math.landing_eps(rectified, x_rows, abar_t, abar_prev)
         return from_frame_rows(rectified, eps, self.layout)
 
+    def clean_estimate_eps(
+        self, eps: torch.Tensor, *, x: torch.Tensor, alpha_cumprod: PerFrame
+    ) -> torch.Tensor:
+        """``x̂₀ = (x − √(1−ᾱ)·ε)/√ᾱ`` of a (rectified) ε, in the input's dtype and layout.
+
+        Where a host can replace a sampler's final sample, this is the landing for samplers
+        that stop short of clean (the WebUI's DDIM ends at timestep 1): the result then
+        keeps none of each frame's own pivot noise. Hosts that can only change ε use the
+        ``alpha_cumprod_prev`` landing of :meth:`rectify_eps` instead; both land on this.
+        """
+        self._check_same(x, eps, "x")
+        abar = self._alpha(alpha_cumprod, "alpha_cumprod", eps, allow_one=False)
+        clean = noise_math.clean_from_eps(
+            to_frame_rows(x, self.layout, self.frames),
+            to_frame_rows(eps, self.layout, self.frames),
+            abar,
+        )
+        return from_frame_rows(clean, eps, self.layout)
+
     # ---------------------------------------------------------------- helpers
     def _pair(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_same(clean, noisy, "clean")

@@ -1,0 +1,56 @@
+"""Where a model call sits in a sampler's noise schedule, on any device.
+
+A sampler's steps are the intervals between consecutive noise levels of its schedule
+(σ for denoiser-form samplers, the model timestep for ε-form ones), from the noisiest
+level down. A model call belongs to the step whose interval holds its noise level, so
+the window τ means the same fraction of the schedule whatever order or number of calls
+a sampler makes. (Second calls that a two-call step makes at the *next* level, such as
+Heun's, are the host adapter's to pair with their step: the level alone cannot tell.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import RectifyError
+
+#: Levels closer than this (relative) count as the same level: samplers pass their
+#: schedule's values through float32 arithmetic, sometimes on another device.
+LEVEL_RTOL = 1e-5
+
+
+def step_of_level(levels: Sequence[float], level: float) -> int:
+    """The step ``i`` whose interval ``(levels[i+1], levels[i]]`` holds ``level``.
+
+    ``levels`` runs from the noisiest level down (``N + 1`` values for ``N`` steps; the
+    last may be 0). A call exactly at ``levels[i]`` starts step ``i``; a level above the
+    first (sigma churn) belongs to step 0 and one at or below the last to step ``N − 1``.
+    """
+    count = len(levels) - 1
+    if count < 1:
+        raise RectifyError("schedule", list(levels), "at least two noise levels (one step)")
+    for i in range(count):
+        below = float(levels[i + 1])
+        if level > below + LEVEL_RTOL * max(abs(below), 1e-12):
+            return i
+    return count - 1
+
+
+def alpha_cumprod_at(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """ᾱ at (possibly fractional) model timesteps, in float32 on the timesteps' device.
+
+    Integer timesteps (DDIM, PLMS) index the table exactly; fractional ones (UniPC)
+    interpolate log ᾱ linearly, as a discrete VP noise schedule does. No float64, so
+    it runs on devices without it (Apple MPS, Intel XPU).
+    """
+    table = alphas_cumprod.detach().to(device=timesteps.device, dtype=torch.float32)
+    t = timesteps.detach().to(torch.float32).clamp(0, table.numel() - 1)
+    low = t.floor()
+    frac = t - low
+    low_index = low.long()
+    high_index = (low_index + 1).clamp(max=table.numel() - 1)
+    below, above = table[low_index], table[high_index]
+    between = torch.exp(torch.lerp(below.log(), above.log(), frac))
+    return torch.where(frac == 0, below, between)
