@@ -5,44 +5,51 @@ sd-webui-animatediff a88e889:
 
 - Order (modules/processing.py): ``before_process`` (821) — AnimateDiff's runs first
   (extensions run in folder-name order) and sets ``p.batch_size`` to the frame count;
-  ``process`` (915); ``p.init`` (921) encodes the init image once per frame; per batch
-  ``before_process_batch`` (952), where AnimateDiff blends the init latent toward
-  noise frame by frame (scripts/animatediff_latent.py), then ``p.sample`` (1759-1789),
-  which calls ``process_before_every_sampling`` and then reads ``p.init_latent``.
-- Every script hook and callback is wrapped in ``try/except Exception`` by the host,
-  so an error raised there is only logged. To fail the job with a message, the job's
-  own ``p.sample`` is wrapped: a hook records the error and raises :class:`_Abort`
-  (a ``BaseException``, which the host's handlers and samplers let through), and the
-  wrapper re-raises the recorded error, which then escapes ``process_images``: an API
-  error response and a red error box in the UI.
-- ``on_cfg_denoiser`` (modules/sd_samplers_cfg_denoiser.py:206) sees
-  ``x_in = [cond copies…, x]`` and ``sigma_in`` likewise, so the sampler's own input
-  is the last L rows; ``on_cfg_after_cfg`` (:300) gets the combined prediction of the
-  L frames but no reference to the job. The denoiser callback therefore hands the
-  call over to the after-CFG callback of the same model call (:data:`_in_flight`),
-  and every callback first checks that the call belongs to a job with rectification.
+  ``p.init`` (921) encodes the init image once per frame; per batch
+  ``before_process_batch`` (952), where AnimateDiff blends the init latent toward noise
+  frame by frame (scripts/animatediff_latent.py), then ``p.sample`` (1759-1789), which
+  calls ``process_before_every_sampling``, then ``p.sampler.sample_img2img``, which calls
+  the sampling function ``p.sampler.func`` (sd_samplers_kdiffusion.py:184,
+  sd_samplers_timesteps.py:135), then blends an inpainting mask.
+- The glue wraps that sampling function for one batch: it sees the schedule the sampler
+  really uses and its progress callbacks (sampler_plan.py), and it replaces the
+  function's result by the clean estimate when the sampler stops short of clean, before
+  the host's mask blending and every script's ``post_sample``.
+- Every script hook and callback is wrapped in ``try/except Exception`` by the host, so
+  an error raised there is only logged. To fail the job with a message, the job's own
+  ``p.sample`` is wrapped: a hook records the error and raises :class:`_Abort` (a
+  ``BaseException``, which the host's handlers and samplers let through), and the wrapper
+  re-raises the recorded error, which then escapes ``process_images``: an API error
+  response and a red error box in the UI. On every failure AnimateDiff's motion module
+  is taken out of the UNet again (animatediff.py), since the host skips ``postprocess``.
+- ``on_cfg_denoiser`` (modules/sd_samplers_cfg_denoiser.py:211) sees
+  ``x_in = [cond copies…, x]`` and ``sigma_in`` likewise, so the sampler's own input is
+  the last L rows; ``on_cfg_after_cfg`` (:306) gets the combined prediction of the L
+  frames but no reference to the job. The denoiser callback therefore hands the call
+  over to the after-CFG callback of the same model call (:data:`_in_flight`), and every
+  callback first checks that the call belongs to a job with rectification.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from lib_rectify import Rectifier, RectifyError, RectifyParams
+from lib_rectify.schedule import alpha_cumprod_at
 
-from .sampler_bridge import SamplerInfo, UnsupportedSampler, alpha_cumprod_at, describe_sampler
+from . import animatediff, infotext
+from .sampler_plan import CallLabeler, SamplerPlan, plan_sampler
 
 #: Attribute on the job (``p``) that holds its :class:`JobState`.
 STATE_ATTR = "_noise_rectification"
 #: Attribute on the job holding XYZ-plot overrides (set on each cell's copy).
 OVERRIDES_ATTR = "_noise_rectification_overrides"
-INIT_NOTE_KEY = "NR init"
-INIT_NOTE = "image latent repeated over the frames (AnimateDiff latent blending off)"
-SAMPLER_NOTE_KEY = "NR note"
-STOCHASTIC_NOTE = "stochastic sampler: pivot re-read every step, fidelity approximate"
-SKIPPED_KEY = "NR skipped"
 
 
 class _Abort(BaseException):
@@ -57,19 +64,35 @@ class JobState:
     params: RectifyParams
     clean_latent: torch.Tensor | None = None  # one encoding of the image, [1, C, h, w]
     error: BaseException | None = None
+    rectified_steps: set[int] = field(default_factory=set)  # over all batches
+    total_steps: int = 0
     # per batch (one p.sample call)
-    sampler: SamplerInfo | None = None
+    frames: int = 0
+    plan: SamplerPlan | None = None
+    labeler: CallLabeler | None = None
     rectifier: Rectifier | None = None
     denoiser: Any = None  # the sampler's CFG denoiser object of this batch
     alphas_cumprod: torch.Tensor | None = None
-    completed_steps: int = 0
-    frames: int = 0
-    landing: torch.Tensor | None = None
+    calls_seen: int = 0
+    last_call_rectified: bool = False
+    last_clean: torch.Tensor | None = None  # clean estimate of the last rectified call
+    undo: list[Callable[[], None]] = field(default_factory=list)
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
         raise _Abort()
+
+    def end_batch(self) -> None:
+        """Undo this batch's patches and drop its tensors, whatever happened."""
+        while self.undo:
+            self.undo.pop()()
+        if self.rectifier is not None:
+            self.rectifier.release()
+        self.rectifier = self.labeler = self.denoiser = None
+        self.last_clean = None
+        if _in_flight.call is not None and _in_flight.call.state is self:
+            _in_flight.call = None
 
 
 @dataclass
@@ -89,6 +112,24 @@ class _InFlight:
 _in_flight = _InFlight()
 
 
+@contextmanager
+def _guard(state: JobState, where: str) -> Iterator[None]:
+    """Any error in a hook fails the job with a message, instead of a silent no-op."""
+    try:
+        yield
+    except RectifyError as error:
+        state.fail(error)
+    except Exception as error:
+        state.fail(internal_error(where, error))
+
+
+def internal_error(where: str, error: BaseException) -> RuntimeError:
+    return RuntimeError(
+        f"Noise Rectification failed in {where}: {type(error).__name__}: {error}. "
+        "The job was stopped rather than finished without rectification."
+    )
+
+
 # ----------------------------------------------------------------------------- setup
 def state_of(p: Any) -> JobState | None:
     state = getattr(p, STATE_ATTR, None)
@@ -98,12 +139,10 @@ def state_of(p: Any) -> JobState | None:
 def clear(p: Any) -> None:
     """Drop the job's state (end of job); harmless when there is none."""
     state = state_of(p)
-    if state is not None and state.rectifier is not None:
-        state.rectifier.release()
+    if state is not None:
+        state.end_batch()
     if STATE_ATTR in getattr(p, "__dict__", {}):
         delattr(p, STATE_ATTR)
-    if _in_flight.call is not None and _in_flight.call.state is state:
-        _in_flight.call = None
 
 
 def parse_job_params(p: Any, args: tuple | list) -> RectifyParams:
@@ -118,19 +157,21 @@ def fail_job(p: Any, error: BaseException) -> None:
     """Make this job fail with ``error`` as soon as it samples (the only raise the host shows)."""
 
     def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        animatediff.undo_injection(p)
         raise error
 
     p.sample = refuse
 
 
 def start(p: Any, params: RectifyParams) -> JobState:
-    """Attach state to the job and wrap its ``init``/``sample`` (instance attributes only)."""
+    """Attach state to the job and wrap its ``init``/``sample``/``close`` (instance attributes)."""
     state = JobState(p=p, params=params)
     setattr(p, STATE_ATTR, state)
     _in_flight.call = None
 
     original_init = p.init
     original_sample = p.sample
+    original_close = p.close
 
     def init_keeping_clean_latent(*args: Any, **kwargs: Any) -> Any:
         result = original_init(*args, **kwargs)
@@ -141,101 +182,183 @@ def start(p: Any, params: RectifyParams) -> JobState:
         return result
 
     def sample_surfacing_errors(*args: Any, **kwargs: Any) -> Any:
-        if state.error is not None:
-            raise state.error
         try:
-            return original_sample(*args, **kwargs)
+            if state.error is not None:
+                raise state.error
+            samples = original_sample(*args, **kwargs)
         except _Abort:
+            animatediff.undo_injection(p)
             raise state.error from None
+        except BaseException:
+            animatediff.undo_injection(p)
+            raise
         finally:
-            _in_flight.call = None
-            if state.rectifier is not None:
-                state.rectifier.release()  # the pivot is per batch
+            state.end_batch()
+        if state.total_steps:
+            infotext.write(
+                p,
+                {
+                    infotext.STEPS_KEY: infotext.format_steps(
+                        state.rectified_steps, state.total_steps
+                    )
+                },
+            )
+        return samples
+
+    def close_restoring_host(*args: Any, **kwargs: Any) -> Any:
+        # `with closing(p)` (modules/api/api.py:538, modules/img2img.py:225) closes the job
+        # also when it raised after sampling; AnimateDiff's postprocess never ran then.
+        # After a successful job AnimateDiff has already restored itself: a no-op.
+        animatediff.undo_injection(p)
+        return original_close(*args, **kwargs)
 
     p.init = init_keeping_clean_latent
     p.sample = sample_surfacing_errors
+    p.close = close_restoring_host
     return state
 
 
 # ------------------------------------------------------------------ per batch (p.sample)
 def before_sampling(p: Any, x: torch.Tensor, shared: Any, sd_samplers_common: Any) -> None:
-    """``process_before_every_sampling``: paper noising stage, rectifier, step counter."""
+    """``process_before_every_sampling``: the paper's noising stage; wrap the sampler."""
     state = state_of(p)
     if state is None or not state.params.active:
         return
-    try:
+    with _guard(state, "preparing the sampler"):
         if state.clean_latent is None:
             raise RectifyError(
                 "init latent", None, "img2img with an init image (AnimateDiff img2img)"
             )
         frames = x.shape[0]
+        Rectifier(state.params, frames=frames)  # bad ω or reference frame: fail before sampling
         clean = state.clean_latent.to(device=x.device, dtype=x.dtype).expand(frames, *x.shape[1:])
         p.init_latent = clean.contiguous()
-        steps, t_enc = sd_samplers_common.setup_img2img_steps(p)
-        sampler = p.sampler
-        eta_field = getattr(sampler, "eta_option_field", "")
-        eta_default = float(getattr(shared.opts, eta_field, 0.0) or 0.0) if eta_field else 0.0
-        try:
-            info = describe_sampler(sampler, p, steps, t_enc, eta_default)
-        except UnsupportedSampler as error:
-            raise RectifyError(
-                "sampler",
-                str(error),
-                "a k-diffusion sampler (Euler, DPM++ 2M, …) or DDIM / PLMS / UniPC",
-            ) from None
-        if info.total_steps < 1:
-            raise RectifyError("steps", steps, "enough steps for at least one sampling step")
-        state.sampler = info
         state.frames = frames
-        state.completed_steps = 0
-        state.landing = None
-        state.rectifier = Rectifier(
-            state.params,
-            frames=frames,
-            layout="frames",
-            pivot="per_step" if info.stochastic else "initial",
+        sampler = p.sampler
+
+        def kdiffusion_schedule() -> Any:  # sd_samplers_kdiffusion.py:135-138
+            steps, t_enc = sd_samplers_common.setup_img2img_steps(p)
+            return sampler.get_sigmas(p, steps)[steps - t_enc - 1 :]
+
+        _wrap_sampling_function(state, sampler, shared, kdiffusion_schedule)
+
+
+def _wrap_sampling_function(
+    state: JobState, sampler: Any, shared: Any, kdiffusion_schedule: Callable[[], Any]
+) -> None:
+    original = sampler.func
+    had_own = "func" in vars(sampler)
+
+    # functools.wraps keeps the signature: the WebUI passes only the keyword arguments
+    # that inspect.signature(sampler.func) lists (sd_samplers_common.py:300-307).
+    @functools.wraps(original)
+    def rectified_sampling(model: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        with _guard(state, "reading the sampler's schedule"):
+            _begin_batch(state, sampler, original, model, kwargs, shared, kdiffusion_schedule)
+        progress = kwargs.get("callback")
+        if "callback" in kwargs:
+
+            def observed(info: dict[str, Any]) -> Any:
+                if state.labeler is not None:
+                    state.labeler.progress(info)
+                return progress(info) if progress is not None else None
+
+            kwargs["callback"] = observed
+        result = original(model, x, *args, **kwargs)
+        return _finish_batch(state, result)
+
+    def restore() -> None:
+        if had_own:
+            sampler.func = original
+        else:
+            vars(sampler).pop("func", None)
+
+    sampler.func = rectified_sampling
+    state.undo.append(restore)
+
+
+def _begin_batch(
+    state: JobState,
+    sampler: Any,
+    function: Callable,
+    model: Any,
+    kwargs: dict[str, Any],
+    shared: Any,
+    kdiffusion_schedule: Callable[[], Any],
+) -> None:
+    plan = plan_sampler(sampler, function, kwargs, kdiffusion_schedule)
+    state.plan = plan
+    state.labeler = CallLabeler(plan)
+    state.total_steps = plan.total_steps
+    state.rectifier = Rectifier(
+        state.params,
+        frames=state.frames,
+        layout="frames",
+        pivot="per_step" if plan.stochastic else "initial",
+    )
+    state.denoiser = model
+    state.alphas_cumprod = shared.sd_model.alphas_cumprod if plan.family == "eps" else None
+    state.calls_seen = 0
+    state.last_call_rectified = False
+    state.last_clean = None
+    if plan.stochastic:
+        infotext.write(
+            state.p,
+            {infotext.PIVOT_KEY: f"per step: {plan.stochastic}; fidelity approximate"},
         )
-        state.denoiser = sampler.model_wrap_cfg
-        state.alphas_cumprod = shared.sd_model.alphas_cumprod if info.family == "eps" else None
-        if info.stochastic:
-            p.extra_generation_params[SAMPLER_NOTE_KEY] = STOCHASTIC_NOTE
 
-        original_callback = sampler.callback_state
 
-        def counting_callback(d: dict) -> Any:
-            state.completed_steps = int(d["i"]) + 1
-            return original_callback(d)
-
-        sampler.callback_state = counting_callback
-    except RectifyError as error:
-        state.fail(error)
+def _finish_batch(state: JobState, result: Any) -> Any:
+    """After the sampling function: no silent no-op; land where the sampler stops short."""
+    if state.calls_seen == 0:
+        state.fail(
+            RectifyError(
+                "model calls seen",
+                0,
+                "the sampler's model calls must pass through the WebUI's CFG denoiser "
+                "callbacks (another extension may have replaced the sampling loop)",
+            )
+        )
+    plan = state.plan
+    if (
+        plan is not None
+        and plan.ends_short_of_clean
+        and state.last_call_rectified
+        and state.last_clean is not None
+        and isinstance(result, torch.Tensor)
+        and state.last_clean.shape == result.shape
+    ):
+        # The WebUI's DDIM / PLMS stop at timestep 1, UniPC at t = 1/1000, DPM fast /
+        # adaptive at σ_min: what is left is √(1−ᾱ) (or σ_min) of each frame's own pivot
+        # noise, i.e. per-frame grain. Land on the clean estimate instead.
+        return state.last_clean.to(device=result.device, dtype=result.dtype)
+    return result
 
 
 # ------------------------------------------------------------------------ callbacks
 def on_cfg_denoiser(params: Any) -> None:
-    """Capture the sampler's input of this call; at the first call, the pivot noise."""
+    """Capture the sampler's input of this call and its step; at the first call, the pivot."""
     denoiser = getattr(params, "denoiser", None)
     state = state_of(getattr(denoiser, "p", None))
     _in_flight.call = None
     if state is None or state.rectifier is None or state.denoiser is not denoiser:
         return
-    try:
+    with _guard(state, "reading a model call (on_cfg_denoiser)"):
         frames = state.frames
         x = params.x[-frames:]
         sigma = params.sigma[-frames:]
+        step = state.labeler.label(float(sigma.max()))
+        state.calls_seen += 1
         rect = state.rectifier
-        step = state.completed_steps
         if not rect.has_pivot:
             clean = denoiser.init_latent
-            if state.sampler.family == "denoiser":
+            if state.plan.family == "denoiser":
                 rect.capture_pivot_denoiser(x, clean=clean, sigma=sigma)
             else:
                 rect.capture_pivot_eps(
                     x, clean=clean, alpha_cumprod=alpha_cumprod_at(state.alphas_cumprod, sigma)
                 )
         _in_flight.call = _Call(state, x, sigma, step)
-    except RectifyError as error:
-        state.fail(error)
 
 
 def on_cfg_after_cfg(params: Any) -> None:
@@ -244,7 +367,7 @@ def on_cfg_after_cfg(params: Any) -> None:
     if call is None:
         return
     state = call.state
-    try:
+    with _guard(state, f"rectifying step {call.step} (on_cfg_after_cfg)"):
         prediction = params.x
         if prediction.shape[0] != state.frames:
             raise RectifyError(
@@ -252,37 +375,44 @@ def on_cfg_after_cfg(params: Any) -> None:
                 tuple(prediction.shape),
                 f"{state.frames} frames (skipped uncond or AND prompts changed the batch)",
             )
-        rect, info = state.rectifier, state.sampler
-        total = info.total_steps
-        if not rect.in_window(call.step, total):
+        rect, plan = state.rectifier, state.plan
+        total = plan.total_steps
+        state.last_call_rectified = rect.in_window(call.step, total)
+        if not state.last_call_rectified:
             return
-        if info.family == "denoiser":
+        state.rectified_steps.add(call.step)
+        if plan.family == "denoiser":
             params.x = rect.rectify_denoised(
                 prediction, x=call.x, sigma=call.sigma, step=call.step, total_steps=total
             )
+            state.last_clean = params.x
             return
         abar = alpha_cumprod_at(state.alphas_cumprod, call.sigma)
         eps = rect.rectify_eps(
             prediction, step=call.step, total_steps=total, x=call.x, alpha_cumprod=abar
         )
         params.x = eps
+        if plan.rectify_uncond:
+            _rectify_saved_uncond(state, call, abar)
         if call.step == total - 1:
-            # The WebUI's DDIM stops at timestep 1 (UniPC near 0), leaving √(1−ᾱ) of each
-            # frame's own pivot noise: land the result on the clean estimate instead.
-            shape = (-1, *([1] * (eps.dim() - 1)))
-            abar = abar.to(eps.device).view(shape)
-            state.landing = ((call.x.float() - (1 - abar).sqrt() * eps.float()) / abar.sqrt()).to(
-                eps.dtype
-            )
-    except RectifyError as error:
-        state.fail(error)
+            state.last_clean = rect.clean_estimate_eps(eps, x=call.x, alpha_cumprod=abar)
 
 
-def after_sampling(p: Any, samples_holder: Any) -> None:
-    """``post_sample``: use the landed clean estimate when the last step was rectified."""
-    state = state_of(p)
-    if state is None or state.landing is None:
-        return
-    if state.landing.shape == samples_holder.samples.shape:
-        samples_holder.samples = state.landing.to(samples_holder.samples.dtype)
-    state.landing = None
+def _rectify_saved_uncond(state: JobState, call: _Call, abar: torch.Tensor) -> None:
+    """DDIM CFG++ steps along the unconditional ε it saved before this callback
+    (sd_samplers_cfg_denoiser.py:281-282, sd_samplers_timesteps_impl.py:231-240):
+    rectify that too, with the same pivot and weights."""
+    uncond = getattr(state.denoiser, "last_noise_uncond", None)
+    if not isinstance(uncond, torch.Tensor) or uncond.shape != call.x.shape:
+        raise RectifyError(
+            "DDIM CFG++ unconditional prediction",
+            None if uncond is None else tuple(uncond.shape),
+            f"a saved prediction of {state.frames} frames",
+        )
+    state.denoiser.last_noise_uncond = state.rectifier.rectify_eps(
+        uncond,
+        step=call.step,
+        total_steps=state.plan.total_steps,
+        x=call.x,
+        alpha_cumprod=abar,
+    )

@@ -13,7 +13,7 @@ from modules import errors, script_callbacks, scripts, sd_samplers_common, share
 from modules.processing import StableDiffusionProcessingImg2Img
 
 from lib_rectify import RectifyError
-from lib_rectify_webui import job, ui, xyz
+from lib_rectify_webui import animatediff, infotext, job, ui, xyz
 
 _animatediff_components: dict[str, dict[str, Any]] = {"img2img": {}, "txt2img": {}}
 _xyz_options: list[Any] = []
@@ -21,18 +21,6 @@ _xyz_options: list[Any] = []
 
 def _log(message: str) -> None:
     print(f"[Noise Rectification] {message}")
-
-
-def animatediff_args(p: Any) -> Any:
-    """AnimateDiff's single argument on this job (its ``AnimateDiffProcess`` or API dict)."""
-    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", []):
-        if script.title().lower() == "animatediff":
-            return p.script_args[script.args_from]
-    return None
-
-
-def _arg(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
 class NoiseRectificationScript(scripts.Script):
@@ -50,37 +38,37 @@ class NoiseRectificationScript(scripts.Script):
         # Runs after AnimateDiff's before_process (folder-name order), which has set
         # p.batch_size to the frame count and, for the API, parsed its own dict.
         job.clear(p)
+        infotext.forget_inherited(p)
         try:
-            params = job.parse_job_params(p, args)
-        except RectifyError as error:
+            self._prepare(p, args)
+        except Exception as error:  # the host would only log it: fail the job instead
+            if not isinstance(error, RectifyError):
+                error = job.internal_error("before_process", error)
             _log(str(error))
             job.fail_job(p, error)
-            return
+
+    def _prepare(self, p: Any, args: tuple) -> None:
+        params = job.parse_job_params(p, args)
         if not params.enabled:
             return
         reason = self._not_applicable(p)
         if reason:
             message = f"enabled but not applied: {reason}; the result is generated without it."
             _log(message)
-            p.comment(f"Noise Rectification {message}")
-            p.extra_generation_params[job.SKIPPED_KEY] = reason
+            infotext.comment(p, message)
+            infotext.write(p, {infotext.SKIPPED_KEY: reason})
             return
         refusal = self._refusal(p)
         if refusal is not None:
-            _log(str(refusal))
-            job.fail_job(p, refusal)
-            return
-        p.extra_generation_params.update(params.to_infotext())
+            raise refusal
+        infotext.write(p, params.to_infotext())
         if params.active:
             job.start(p, params)
-            p.extra_generation_params[job.INIT_NOTE_KEY] = job.INIT_NOTE
+            infotext.write(p, {infotext.INIT_KEY: infotext.INIT_NOTE})
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
         if "x" in kwargs:
             job.before_sampling(p, kwargs["x"], shared, sd_samplers_common)
-
-    def post_sample(self, p: Any, ps: Any, *args: Any) -> None:
-        job.after_sampling(p, ps)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         job.clear(p)
@@ -90,30 +78,33 @@ class NoiseRectificationScript(scripts.Script):
     def _not_applicable(p: Any) -> str | None:
         if not isinstance(p, StableDiffusionProcessingImg2Img):
             return "it works in img2img (this is txt2img)"
-        ad = animatediff_args(p)
+        ad = animatediff.args_of(p)
         if ad is None:
             return "sd-webui-animatediff is not installed"
-        if not _arg(ad, "enable", False):
+        if not animatediff.arg(ad, "enable", False):
             return "AnimateDiff is not enabled"
         return None
 
     @staticmethod
     def _refusal(p: Any) -> RectifyError | None:
-        ad = animatediff_args(p)
-        if _arg(ad, "freeinit_enable", False):
+        ad = animatediff.args_of(p)
+        if animatediff.arg(ad, "freeinit_enable", False):
             return RectifyError(
                 "AnimateDiff FreeInit",
                 True,
                 "turn FreeInit off to use noise rectification (they both rewrite the sampling)",
             )
-        if _arg(ad, "is_i2i_batch", False) or len(getattr(p, "init_images", None) or []) > 1:
+        if (
+            animatediff.arg(ad, "is_i2i_batch", False)
+            or len(getattr(p, "init_images", None) or []) > 1
+        ):
             count = len(getattr(p, "init_images", None) or [])
             return RectifyError(
                 "init images",
                 count,
                 "one picture to animate (AnimateDiff's img2img batch is not supported)",
             )
-        if _arg(ad, "last_frame", None) is not None:
+        if animatediff.arg(ad, "last_frame", None) is not None:
             return RectifyError(
                 "AnimateDiff last frame",
                 "set",

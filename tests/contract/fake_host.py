@@ -1,9 +1,11 @@
-"""A small fake of the host interfaces the glue touches, installed into ``sys.modules``.
+"""A fake of the host interfaces the glue touches, installed into ``sys.modules``.
 
 Every name mirrors AUTOMATIC1111 stable-diffusion-webui v1.10.1 (commit 82a973c) and
-sd-webui-animatediff a88e889; the file:line references say where. Only what the glue
-uses is here, with the host's behaviour where it matters (hooks swallow exceptions,
-callbacks fire once per model call, x_in = [cond, uncond], shallow XYZ copies).
+sd-webui-animatediff a88e889; the file:line references say where. The samplers and the
+CFG denoiser are in ``fake_samplers.py`` (real k-diffusion loops, the WebUI's own
+sampling code re-expressed call for call). Here: script hooks that swallow exceptions,
+the job's order of hooks, the API's ``with closing(p)``, shallow XYZ copies, and
+AnimateDiff's motion-module injection, which a failed job leaves behind.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import types
 from pathlib import Path
 from typing import Any, ClassVar
 
+import fake_samplers as samplers
 import torch
+from fake_samplers import HOST, AfterCFGCallbackParams, CFGDenoiserParams  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORTED: list[str] = []  # what modules.errors.report would have printed
+REPORTED = HOST.reported  # what modules.errors.report would have printed
 
 
 # ---------------------------------------------------------------- modules.errors
@@ -26,33 +30,7 @@ def report(message: str, exc_info: bool = False) -> None:  # modules/errors.py:r
 
 
 # ------------------------------------------------------- modules.script_callbacks
-class CFGDenoiserParams:  # modules/script_callbacks.py:45
-    def __init__(
-        self,
-        x,
-        image_cond,
-        sigma,
-        sampling_step,
-        total_sampling_steps,
-        text_cond,
-        text_uncond,
-        denoiser=None,
-    ):
-        self.x, self.image_cond, self.sigma = x, image_cond, sigma
-        self.sampling_step, self.total_sampling_steps = sampling_step, total_sampling_steps
-        self.text_cond, self.text_uncond, self.denoiser = text_cond, text_uncond, denoiser
-
-
-class AfterCFGCallbackParams:  # modules/script_callbacks.py:87
-    def __init__(self, x, sampling_step, total_sampling_steps):
-        self.x, self.sampling_step, self.total_sampling_steps = (
-            x,
-            sampling_step,
-            total_sampling_steps,
-        )
-
-
-CALLBACKS: dict[str, list[Any]] = {}
+CALLBACKS = HOST.callbacks
 
 
 def _register(kind: str):
@@ -62,14 +40,7 @@ def _register(kind: str):
     return on
 
 
-def _fire(
-    kind: str, params: Any
-) -> None:  # modules/script_callbacks.py:346-351: errors are reported, not raised
-    for callback in CALLBACKS.get(kind, []):
-        try:
-            callback(params)
-        except Exception as error:
-            REPORTED.append(f"{kind}: {error!r}")
+_fire = HOST.fire
 
 
 # -------------------------------------------------------------- modules.scripts
@@ -112,7 +83,7 @@ scripts_data: list[ScriptClassData] = []
 
 
 class ScriptRunner:
-    """The hook calls of modules/scripts.py:820-900: each wrapped in try/except Exception."""
+    """The hook calls of modules/scripts.py:820-910: each wrapped in try/except Exception."""
 
     def __init__(self, alwayson_scripts):
         self.alwayson_scripts = alwayson_scripts
@@ -146,150 +117,21 @@ class ScriptRunner:
         self._each("postprocess", p, processed)
 
 
-# ----------------------------------------------------------------- models and samplers
-def sd_alphas_cumprod() -> torch.Tensor:
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
-
-
-class ToyVideoModel:
-    """Stands in for the UNet + motion module: mixes frames, depends on sigma, is no identity."""
-
-    def __init__(self, frames: int, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.mix = torch.softmax(torch.randn(frames, frames, generator=g), dim=1)
-        self.shift = torch.randn(4, generator=g).view(1, 4, 1, 1)
-
-    def denoised(self, x, sigma, cond_sign: float):
-        frames = self.mix.shape[0]
-        videos = x.reshape(-1, frames, *x.shape[1:])
-        mixed = torch.einsum("fg,bgchw->bfchw", self.mix, videos).reshape(x.shape)
-        s = sigma.view(-1, 1, 1, 1)
-        return torch.tanh(mixed / (1 + s)) + cond_sign * 0.1 * self.shift / (1 + s)
-
-
-class CFGDenoiser:  # modules/sd_samplers_cfg_denoiser.py:33-304, the parts the glue sees
-    def __init__(self, sampler, family: str):
-        self.sampler, self.family = sampler, family
-        self.p = None
-        self.init_latent = None
-        self.step = 0
-
-    def __call__(self, x, sigma, cond_scale: float = 7.0):
-        frames = x.shape[0]
-        x_in = torch.cat([x, x])  # :204-206 (no AND prompts: one cond copy per image)
-        sigma_in = torch.cat([sigma, sigma])
-        params = CFGDenoiserParams(x_in, None, sigma_in, 0, 0, None, None, self)
-        _fire("cfg_denoiser", params)
-        x_in, sigma_in = params.x, params.sigma
-        model = self.sampler.model
-        if self.family == "denoiser":
-            cond = model.denoised(x_in[:frames], sigma_in[:frames], 1.0)
-            uncond = model.denoised(x_in[frames:], sigma_in[frames:], -1.0)
-        else:  # timestep samplers: the model gives ε; sigma_in holds timesteps
-            abar = shared.sd_model.alphas_cumprod[sigma_in.long()].view(-1, 1, 1, 1)
-            s = ((1 - abar) / abar).sqrt()
-            xs = x_in / abar.sqrt()
-            d_c = model.denoised(xs[:frames], s[:frames].flatten(), 1.0)
-            d_u = model.denoised(xs[frames:], s[frames:].flatten(), -1.0)
-            cond = (xs[:frames] - d_c) / s[:frames]
-            uncond = (xs[frames:] - d_u) / s[frames:]
-        combined = uncond + cond_scale * (cond - uncond)
-        after = AfterCFGCallbackParams(combined, 0, 0)
-        _fire("cfg_after_cfg", after)
-        self.step += 1
-        return after.x
-
-
-class KDiffusionSampler:  # modules/sd_samplers_kdiffusion.py (Euler; Heun with two_calls)
-    eta_option_field = "eta_ancestral"
-
-    def __init__(self, name: str = "Euler", frames: int = 8, options: dict | None = None):
-        self.config = types.SimpleNamespace(name=name, options=options or {})
-        self.funcname = "sample_heun" if name == "Heun" else "sample_euler"
-        self.model = ToyVideoModel(frames)
-        self.model_wrap_cfg = CFGDenoiser(self, "denoiser")
-        self.steps_seen: list[int] = []
-
-    def get_sigmas(self, p, steps):
-        ramp = torch.linspace(0, 1, steps)
-        rho = 7.0
-        sigmas = (14.6 ** (1 / rho) + ramp * (0.03 ** (1 / rho) - 14.6 ** (1 / rho))) ** rho
-        return torch.cat([sigmas, torch.zeros(1)])
-
-    def callback_state(self, d):  # modules/sd_samplers_common.py:256
-        self.steps_seen.append(d["i"])
-
-    def sample_img2img(self, p, x, noise):  # modules/sd_samplers_kdiffusion.py:134-188
-        steps, t_enc = setup_img2img_steps(p)
-        sigmas = self.get_sigmas(p, steps)[steps - t_enc - 1 :]
-        xi = x + noise * sigmas[0]
-        self.model_wrap_cfg.init_latent = x
-        self.model_wrap_cfg.p = p
-        callback = self.callback_state
-        frames = x.shape[0]
-        for i in range(len(sigmas) - 1):
-            s = torch.full((frames,), float(sigmas[i]))
-            denoised = self.model_wrap_cfg(xi, s)
-            d = (xi - denoised) / sigmas[i]
-            dt = sigmas[i + 1] - sigmas[i]
-            if self.config.name == "Heun" and sigmas[i + 1] > 0:
-                x2 = xi + d * dt
-                denoised2 = self.model_wrap_cfg(x2, torch.full((frames,), float(sigmas[i + 1])))
-                d = (d + (x2 - denoised2) / sigmas[i + 1]) / 2
-            xi = xi + d * dt
-            callback({"i": i, "x": xi})
-        return xi
-
-
-class CompVisSampler:  # modules/sd_samplers_timesteps.py:75-139 + _impl.ddim (η = 0)
-    eta_option_field = "eta_ddim"
-
-    def __init__(self, name: str = "DDIM", frames: int = 8):
-        self.config = types.SimpleNamespace(name=name, options={})
-        self.funcname = "ddim"
-        self.model = ToyVideoModel(frames)
-        self.model_wrap_cfg = CFGDenoiser(self, "eps")
-        self.steps_seen: list[int] = []
-
-    def get_timesteps(self, p, steps):
-        return torch.clip(torch.arange(0, 1000, 1000 // steps) + 1, 0, 999)
-
-    def callback_state(self, d):
-        self.steps_seen.append(d["i"])
-
-    def sample_img2img(self, p, x, noise):
-        steps, t_enc = setup_img2img_steps(p)
-        timesteps = self.get_timesteps(p, steps)
-        sched = timesteps[:t_enc]
-        abars = shared.sd_model.alphas_cumprod
-        a = abars[timesteps[t_enc]]
-        xi = x * a.sqrt() + noise * (1 - a).sqrt()
-        self.model_wrap_cfg.init_latent = x
-        self.model_wrap_cfg.p = p
-        callback = self.callback_state
-        frames = x.shape[0]
-        for i in range(len(sched) - 1):
-            index = len(sched) - 1 - i
-            t = sched[index]
-            e_t = self.model_wrap_cfg(xi, torch.full((frames,), float(t)))
-            a_t, a_prev = abars[t], abars[sched[index - 1]]
-            pred_x0 = (xi - (1 - a_t).sqrt() * e_t) / a_t.sqrt()
-            xi = a_prev.sqrt() * pred_x0 + (1 - a_prev).sqrt() * e_t
-            callback({"i": i, "x": xi})
-        return xi
-
-
-def setup_img2img_steps(
-    p, steps=None
-):  # modules/sd_samplers_common.py:22-31 (img2img_fix_steps off)
-    steps = steps or p.steps
-    return steps, int(min(p.denoising_strength, 0.999) * steps)
-
-
 # ------------------------------------------------------------- modules.processing
-class StableDiffusionProcessing:
-    def __init__(self, *, steps=8, script_args=(), runner=None, n_iter=1, seed=0):
+class ImageRNG:  # modules/rng.py:99-160: one noise tensor per next()
+    def __init__(self, shape, seed):
+        self.shape = shape
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self):
+        return torch.randn(self.shape, generator=self.generator)
+
+
+class StableDiffusionProcessing:  # modules/processing.py:140-420 (the fields used here)
+    def __init__(
+        self, *, steps=8, script_args=(), runner=None, n_iter=1, seed=0, sampler_name="Euler"
+    ):
+        opts = HOST.opts
         self.steps = steps
         self.denoising_strength = 1.0
         self.script_args = list(script_args)
@@ -300,39 +142,75 @@ class StableDiffusionProcessing:
         self.comments: dict[str, int] = {}
         self.eta = None
         self.seed = seed
-        self.sampler_name = "Euler"
-        self.init_images = [object()]
+        self.sampler_name = sampler_name
+        self.scheduler = None
+        self.cfg_scale = 7.0
+        self.s_min_uncond = 0.0
+        self.s_churn, self.s_tmin = opts.s_churn, opts.s_tmin  # processing.py:256-259
+        self.s_tmax, self.s_noise = opts.s_tmax or float("inf"), opts.s_noise
+        self.sd_model = HOST.sd_model
+        self.closed = False
+        self.iteration = 0
+        self.size = 8
 
     def comment(self, text):  # modules/processing.py:296
         self.comments[text] = 1
 
+    def close(self):  # modules/processing.py:404-410
+        self.sampler = None
+        self.closed = True
+
+    def conds(self, rows):
+        return torch.ones(rows, 1), -torch.ones(rows, 1)
+
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
-    pass
+    def init(self, all_prompts=None, all_seeds=None, all_subseeds=None):
+        self.sampler = samplers.create_sampler(self.sampler_name)
+
+    def sample(self, batch_number=0):  # modules/processing.py:1307-1330 (no hires fix)
+        x = self.rng.next()
+        c, uc = self.conds(x.shape[0])
+        image_cond = x.new_zeros(x.shape[0], 5, 1, 1)
+        return self.sampler.sample(self, x, c, uc, image_conditioning=image_cond)
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     """init() encodes the picture once per frame with a little posterior noise (processing.py:1557+)."""
 
-    make_sampler = staticmethod(lambda p: KDiffusionSampler("Euler", p.batch_size))
+    image_mask: torch.Tensor | None = None  # latent-sized, 1 = repaint
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.init_images = [object()]
+        self.mask = self.nmask = None
 
     def init(self, all_prompts=None, all_seeds=None, all_subseeds=None):
+        self.sampler = samplers.create_sampler(self.sampler_name)
         g = torch.Generator().manual_seed(99)
-        image = torch.randn(1, 4, 8, 8, generator=g)
+        image = torch.randn(1, 4, self.size, self.size, generator=g)
         self.picture_latent = image
-        posterior_noise = 1e-3 * torch.randn(self.batch_size, 4, 8, 8)  # unseeded, like the host
+        posterior_noise = 1e-3 * torch.randn(self.batch_size, 4, self.size, self.size)  # unseeded
         self.init_latent = image.repeat(self.batch_size, 1, 1, 1) + posterior_noise
         self.first_encoding = self.init_latent[:1].clone()
-        self.sampler = self.make_sampler(self)
+        if self.image_mask is not None:  # processing.py:1735-1746
+            self.mask = (1.0 - self.image_mask).expand(4, -1, -1)
+            self.nmask = self.image_mask.expand(4, -1, -1)
 
     def sample(self, batch_number=0):  # modules/processing.py:1759-1789
-        g = torch.Generator().manual_seed(self.seed + batch_number)
-        x = torch.randn(self.init_latent.shape, generator=g)
+        x = self.rng.next()
+        c, uc = self.conds(x.shape[0])
         if self.scripts is not None:
             self.scripts.process_before_every_sampling(
-                p=self, x=self.init_latent, noise=x, c=None, uc=None
+                p=self, x=self.init_latent, noise=x, c=c, uc=uc
             )
-        return self.sampler.sample_img2img(self, self.init_latent, x)
+        image_cond = x.new_zeros(x.shape[0], 5, 1, 1)
+        samples = self.sampler.sample_img2img(
+            self, self.init_latent, x, c, uc, image_conditioning=image_cond
+        )
+        if self.mask is not None:
+            samples = samples * self.nmask + self.init_latent * self.mask
+        return samples
 
 
 class Processed:
@@ -343,12 +221,16 @@ class Processed:
 
 
 def process_images(p) -> Processed:
-    """The order of modules/processing.py:821-1148, without decoding."""
+    """modules/processing.py:819-1148 without decoding: a hook's exception is logged, but an
+    exception from init/sample ends the job there and every postprocess is skipped."""
     p.scripts.before_process(p)
     p.scripts.process(p)
     p.init()
+    p.all_seeds = [p.seed + i for i in range(p.n_iter * p.batch_size)]
     samples = []
     for n in range(p.n_iter):
+        p.iteration = n
+        p.rng = ImageRNG((p.batch_size, 4, p.size, p.size), p.seed + n)  # processing.py:950
         p.scripts.before_process_batch(p, batch_number=n)
         ps = PostSampleArgs(p.sample(batch_number=n))
         p.scripts.post_sample(p, ps)
@@ -358,25 +240,78 @@ def process_images(p) -> Processed:
     return processed
 
 
+def run_job(p) -> Processed:
+    """An API request (modules/api/api.py:538): ``with closing(p): process_images(p)``."""
+    try:
+        return process_images(p)
+    finally:
+        p.close()
+
+
 # ----------------------------------------------------------------- AnimateDiff
+class AnimateDiffMM:
+    """scripts/animatediff_mm.py:13-215: injection is process-wide (a class flag)."""
+
+    mm_injected = False
+
+    def __init__(self):
+        self.prev_alpha_cumprod = None
+        self.frames = 8
+
+    def inject(self, sd_model, frames):  # :62-115
+        if AnimateDiffMM.mm_injected:
+            self.restore(sd_model)
+        sd_model.motion_frames = frames
+        self.prev_alpha_cumprod = sd_model.alphas_cumprod  # _set_ddim_alpha :161-180
+        sd_model.alphas_cumprod = samplers.linear_alphas_cumprod(squared=False)
+        AnimateDiffMM.mm_injected = True
+
+    def restore(self, sd_model):  # :118-158
+        if not AnimateDiffMM.mm_injected:
+            return
+        sd_model.alphas_cumprod = self.prev_alpha_cumprod
+        sd_model.motion_frames = None
+        AnimateDiffMM.mm_injected = False
+
+
+animatediff_mm = types.ModuleType("scripts.animatediff_mm")
+animatediff_mm.AnimateDiffMM = AnimateDiffMM
+animatediff_mm.mm_animatediff = AnimateDiffMM()
+
+
 class FakeAnimateDiff(Script):
-    """sd-webui-animatediff a88e889 as the glue sees it: one dict/object argument."""
+    """scripts/animatediff.py:28-99 as the glue sees it: one dict/object argument."""
+
+    def __init__(self):
+        self.hacked = False
 
     def title(self):
         return "AnimateDiff"
 
-    def before_process(self, p, params):  # scripts/animatediff.py:53 + animatediff_ui.py:161 set_p
-        enabled = params.get("enable") if isinstance(params, dict) else params.enable
-        if enabled:
+    def before_process(self, p, params):  # :53-74 + animatediff_ui.py:161 set_p
+        motion_module = animatediff_mm.mm_animatediff
+        if params.get("enable"):
+            motion_module.inject(p.sd_model, params["video_length"])
             p.batch_size = max(params["video_length"], params.get("batch_size", 16))
+            self.hacked = True
+        elif self.hacked:
+            motion_module.restore(p.sd_model)
+            self.hacked = False
 
-    def before_process_batch(
-        self, p, params, **kwargs
-    ):  # scripts/animatediff_latent.py (blend to noise)
+    def before_process_batch(self, p, params, **kwargs):  # scripts/animatediff_latent.py
         if params.get("enable") and isinstance(p, StableDiffusionProcessingImg2Img):
             frames = p.init_latent.shape[0]
             alpha = torch.tensor([1 - i / 32 for i in range(frames)]).view(-1, 1, 1, 1)
             p.init_latent = p.init_latent * alpha + torch.randn_like(p.init_latent) * (1 - alpha)
+
+    def postprocess(self, p, res, params):  # :92-98
+        if params.get("enable"):
+            animatediff_mm.mm_animatediff.restore(p.sd_model)
+            self.hacked = False
+
+
+#: One AnimateDiff script object per tab, as the WebUI keeps one script runner per tab.
+ANIMATEDIFF = {"txt2img": FakeAnimateDiff(), "img2img": FakeAnimateDiff()}
 
 
 # ------------------------------------------------------------------- gradio fake
@@ -418,8 +353,15 @@ class Slider(Component):
         super().__init__(value, minimum=minimum, maximum=maximum, step=step, **kwargs)
 
 
+_installed: list[types.ModuleType] = []
+
+
 def install() -> types.ModuleType:
-    """Put the fakes in sys.modules and import the real script module; returns it."""
+    """Put the fakes in sys.modules and import the real script module once; returns it.
+
+    Importing the script registers its callbacks (once, as the WebUI loads it once)."""
+    if _installed:
+        return _installed[0]
     modules = types.ModuleType("modules")
     modules.__path__ = []
     errors_mod = types.ModuleType("modules.errors")
@@ -440,10 +382,10 @@ def install() -> types.ModuleType:
     processing_mod.StableDiffusionProcessingImg2Img = StableDiffusionProcessingImg2Img
     processing_mod.StableDiffusionProcessingTxt2Img = StableDiffusionProcessingTxt2Img
     shared_mod = types.ModuleType("modules.shared")
-    shared_mod.opts = types.SimpleNamespace(eta_ancestral=1.0, eta_ddim=0.0)
-    shared_mod.sd_model = types.SimpleNamespace(alphas_cumprod=sd_alphas_cumprod())
+    shared_mod.opts = HOST.opts
+    shared_mod.state = HOST.state
     common_mod = types.ModuleType("modules.sd_samplers_common")
-    common_mod.setup_img2img_steps = setup_img2img_steps
+    common_mod.setup_img2img_steps = samplers.setup_img2img_steps
     ui_components = types.ModuleType("modules.ui_components")
     ui_components.InputAccordion = lambda value, **kw: Component(value, **kw)
     gradio = types.ModuleType("gradio")
@@ -464,7 +406,8 @@ def install() -> types.ModuleType:
         sys.modules[module.__name__] = module
     sys.modules["modules"] = modules
     sys.modules["gradio"] = gradio
-    globals()["shared"] = shared_mod
+    sys.modules["scripts.animatediff_mm"] = animatediff_mm
+    shared_mod.sd_model = HOST.sd_model
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -473,10 +416,8 @@ def install() -> types.ModuleType:
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    _installed.append(module)
     return module
-
-
-shared: Any = None  # set by install()
 
 
 def make_job(
@@ -487,19 +428,34 @@ def make_job(
     ad: dict | None = None,
     p_class=None,
     steps=8,
-    sampler=None,
+    sampler="Euler",
     n_iter=1,
+    seed=0,
 ):
     """A job with AnimateDiff (args slot 0) and our script (slots 1..), as the host lays them out."""
-    animatediff = FakeAnimateDiff()
+    p_class = p_class or StableDiffusionProcessingImg2Img
+    tab = "img2img" if p_class is StableDiffusionProcessingImg2Img else "txt2img"
+    animatediff = ANIMATEDIFF[tab]
     animatediff.args_from, animatediff.args_to = 0, 1
     ours = script_class()
     ours.args_from, ours.args_to = 1, 1 + len(rect_args)
     ad_args = {"enable": True, "video_length": frames, "batch_size": frames, **(ad or {})}
     runner = ScriptRunner([animatediff, ours])
-    p = (p_class or StableDiffusionProcessingImg2Img)(
-        steps=steps, script_args=[ad_args, *rect_args], runner=runner, n_iter=n_iter
+    return p_class(
+        steps=steps,
+        script_args=[ad_args, *rect_args],
+        runner=runner,
+        n_iter=n_iter,
+        seed=seed,
+        sampler_name=sampler,
     )
-    if sampler is not None:
-        p.make_sampler = sampler
-    return p
+
+
+def reset_host() -> None:
+    """A fresh process: no motion module injected, default settings, no reports."""
+    animatediff_mm.mm_animatediff.restore(HOST.sd_model)
+    for script in ANIMATEDIFF.values():
+        script.hacked = False
+    HOST.opts.__dict__.update(samplers.DEFAULT_OPTS)
+    HOST.state.interrupted = HOST.state.skipped = False
+    REPORTED.clear()

@@ -1,4 +1,7 @@
-"""The real script module against a fake of the host (fake_host.py, WebUI v1.10.1 shapes)."""
+"""The real script module against a fake of the host: arguments, infotext, bad input, XYZ.
+
+Samplers are in test_sampler_loops.py, failure paths in test_failure_paths.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import fake_host as host
 
 SCRIPT = host.install()
 from lib_rectify import POSITIONAL_ARGS, RectifyError, RectifyParams  # noqa: E402
-from lib_rectify_webui import job, xyz  # noqa: E402
+from lib_rectify_webui import infotext, job, xyz  # noqa: E402
 
 Script = SCRIPT.NoiseRectificationScript
 STILL = {"enabled": True, "omega": "still", "tau": [0.0, 1.0]}
@@ -21,7 +24,7 @@ STILL = {"enabled": True, "omega": "still", "tau": [0.0, 1.0]}
 def run(rect_args, seed=0, **kwargs):
     torch.manual_seed(seed)  # the fake encoder's posterior noise is unseeded, like the host's
     p = host.make_job(Script, rect_args, **kwargs)
-    return p, host.process_images(p)
+    return p, host.run_job(p)
 
 
 def picture(p):
@@ -30,8 +33,8 @@ def picture(p):
 
 
 @pytest.fixture(autouse=True)
-def _clean_reports():
-    host.REPORTED.clear()
+def _fresh_host():
+    host.reset_host()
     yield
 
 
@@ -86,20 +89,8 @@ def test_dict_and_positional_args_pin_every_frame_to_the_picture(rect_args):
     p, processed = run(rect_args)
     assert torch.allclose(processed.samples[0], picture(p), atol=1e-4)
     assert processed.extra_generation_params["NR omega"] in ("still", "0.0")
-    assert job.INIT_NOTE_KEY in processed.extra_generation_params
-
-
-def test_timestep_sampler_lands_on_the_picture():
-    p, processed = run([STILL], sampler=lambda job_p: host.CompVisSampler("DDIM", job_p.batch_size))
-    assert torch.allclose(processed.samples[0], picture(p), atol=1e-3)
-
-
-def test_two_call_steps_count_as_one_step():
-    p, processed = run(
-        [STILL], sampler=lambda job_p: host.KDiffusionSampler("Heun", job_p.batch_size)
-    )
-    assert torch.allclose(processed.samples[0], picture(p), atol=1e-4)
-    assert p.sampler.steps_seen == list(range(8))
+    assert infotext.INIT_KEY in processed.extra_generation_params
+    assert processed.extra_generation_params[infotext.STEPS_KEY] == "0-7 of 8"
 
 
 def test_reference_frame_last_is_exact():
@@ -126,9 +117,10 @@ def test_disabled_or_empty_window_leaves_tensors_untouched(rect_args):
 
 
 def test_stochastic_sampler_uses_the_per_step_pivot_and_says_so():
-    sampler = lambda job_p: host.KDiffusionSampler("Euler a", job_p.batch_size, {"uses_ensd": True})  # noqa: E731
-    _p, processed = run([STILL], sampler=sampler)
-    assert processed.extra_generation_params[job.SAMPLER_NOTE_KEY] == job.STOCHASTIC_NOTE
+    p, processed = run([STILL], sampler="Euler a")
+    assert torch.allclose(processed.samples[0], picture(p), atol=1e-4)
+    note = processed.extra_generation_params[infotext.PIVOT_KEY]
+    assert note.startswith("per step:") and "η = 1" in note
 
 
 # ---------------------------------------------------------------------------- infotext
@@ -186,31 +178,17 @@ def test_bad_input_fails_the_job_with_the_field_and_the_next_job_is_clean(rect_a
 
 
 def test_an_error_during_sampling_fails_the_job_and_leaves_nothing_behind():
-    def broken_sampler(job_p):
-        sampler = host.KDiffusionSampler("Euler", job_p.batch_size)
-        original = sampler.model_wrap_cfg.__class__.__call__
+    def another_extension(params):  # changes the batch of the prediction at one call
+        if params.x.shape[0] == 8 and HOST_CALLS.append(1) is None and len(HOST_CALLS) == 3:
+            params.x = torch.zeros(3, *params.x.shape[1:])
 
-        def call(self, x, sigma, cond_scale=7.0):
-            if self.step == 2:
-                host._fire(
-                    "cfg_denoiser",
-                    host.CFGDenoiserParams(
-                        torch.cat([x, x]), None, torch.cat([sigma, sigma]), 0, 0, None, None, self
-                    ),
-                )
-                after = host.AfterCFGCallbackParams(
-                    torch.zeros(3, *x.shape[1:]), 0, 0
-                )  # a batch the glue did not expect
-                host._fire("cfg_after_cfg", after)
-            return original(self, x, sigma, cond_scale)
-
-        sampler.model_wrap_cfg.__class__ = type(
-            "BrokenCFG", (host.CFGDenoiser,), {"__call__": call}
-        )
-        return sampler
-
-    with pytest.raises(RectifyError, match="prediction batch"):
-        run([STILL], sampler=broken_sampler)
+    HOST_CALLS: list[int] = []
+    host.CALLBACKS["cfg_after_cfg"].insert(0, another_extension)
+    try:
+        with pytest.raises(RectifyError, match="prediction batch"):
+            run([STILL])
+    finally:
+        host.CALLBACKS["cfg_after_cfg"].remove(another_extension)
     assert job._in_flight.call is None
     p, processed = run([STILL])
     assert torch.allclose(processed.samples[0], picture(p), atol=1e-4)
@@ -232,14 +210,14 @@ def test_not_applicable_runs_unchanged_with_a_visible_warning(kwargs, reason):
     if kwargs.get("p_class") is host.StableDiffusionProcessingTxt2Img:
         p = host.make_job(Script, [STILL], **kwargs)
         p.scripts.before_process(p)
-        assert reason in p.extra_generation_params[job.SKIPPED_KEY]
+        assert reason in p.extra_generation_params[infotext.SKIPPED_KEY]
         assert any(reason in c for c in p.comments)
         assert not hasattr(p, job.STATE_ATTR)
         return
     _, reference = run([], seed=4, **kwargs)
     p, processed = run([STILL], seed=4, **kwargs)
     assert torch.equal(processed.samples[0], reference.samples[0])
-    assert reason in processed.extra_generation_params[job.SKIPPED_KEY]
+    assert reason in processed.extra_generation_params[infotext.SKIPPED_KEY]
     assert reason in processed.comments
 
 
@@ -317,7 +295,7 @@ def test_xyz_overrides_live_on_each_cell_copy_only():
     assert not hasattr(parent, job.OVERRIDES_ATTR)
     assert getattr(cell_b, job.OVERRIDES_ATTR) == {"omega": "free"}
     torch.manual_seed(0)
-    processed = host.process_images(cell_a)
+    processed = host.run_job(cell_a)
     assert torch.allclose(processed.samples[0], picture(cell_a), atol=1e-4)
     assert processed.extra_generation_params["NR omega"] == "still"
     assert job.parse_job_params(cell_b, [{"enabled": False}]) == RectifyParams(omega="free")
