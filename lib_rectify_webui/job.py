@@ -136,11 +136,32 @@ def state_of(p: Any) -> JobState | None:
     return state if isinstance(state, JobState) and state.p is p else None
 
 
+#: Attribute on the job listing the methods the glue replaced: {name: original or None}.
+PATCHES_ATTR = "_noise_rectification_patches"
+
+
+def _patch(p: Any, name: str, replacement: Callable) -> None:
+    """Replace ``p.<name>`` on this job object only, to be undone by :func:`clear`."""
+    patches = p.__dict__.setdefault(PATCHES_ATTR, {})
+    if name not in patches:
+        patches[name] = p.__dict__.get(name)  # None: the class's method
+    setattr(p, name, replacement)
+
+
 def clear(p: Any) -> None:
-    """Drop the job's state (end of job); harmless when there is none."""
+    """Drop the job's state and patches (end of job); harmless when there are none.
+
+    The WebUI's img2img batch tab runs several jobs on the same ``p`` object
+    (modules/img2img.py:process_batch), so nothing of one may stay for the next.
+    """
     state = state_of(p)
     if state is not None:
         state.end_batch()
+    for name, original in p.__dict__.pop(PATCHES_ATTR, {}).items():
+        if original is None:
+            p.__dict__.pop(name, None)
+        else:
+            setattr(p, name, original)
     if STATE_ATTR in getattr(p, "__dict__", {}):
         delattr(p, STATE_ATTR)
 
@@ -160,7 +181,7 @@ def fail_job(p: Any, error: BaseException) -> None:
         animatediff.undo_injection(p)
         raise error
 
-    p.sample = refuse
+    _patch(p, "sample", refuse)
 
 
 def start(p: Any, params: RectifyParams) -> JobState:
@@ -168,10 +189,7 @@ def start(p: Any, params: RectifyParams) -> JobState:
     state = JobState(p=p, params=params)
     setattr(p, STATE_ATTR, state)
     _in_flight.call = None
-
-    original_init = p.init
-    original_sample = p.sample
-    original_close = p.close
+    original_init, original_sample, original_close = p.init, p.sample, p.close
 
     def init_keeping_clean_latent(*args: Any, **kwargs: Any) -> Any:
         result = original_init(*args, **kwargs)
@@ -212,9 +230,9 @@ def start(p: Any, params: RectifyParams) -> JobState:
         animatediff.undo_injection(p)
         return original_close(*args, **kwargs)
 
-    p.init = init_keeping_clean_latent
-    p.sample = sample_surfacing_errors
-    p.close = close_restoring_host
+    _patch(p, "init", init_keeping_clean_latent)
+    _patch(p, "sample", sample_surfacing_errors)
+    _patch(p, "close", close_restoring_host)
     return state
 
 
@@ -230,7 +248,6 @@ def before_sampling(p: Any, x: torch.Tensor, shared: Any, sd_samplers_common: An
                 "init latent", None, "img2img with an init image (AnimateDiff img2img)"
             )
         frames = x.shape[0]
-        Rectifier(state.params, frames=frames)  # bad ω or reference frame: fail before sampling
         clean = state.clean_latent.to(device=x.device, dtype=x.dtype).expand(frames, *x.shape[1:])
         p.init_latent = clean.contiguous()
         state.frames = frames

@@ -209,7 +209,12 @@ def plan_sampler(
     if not known:
         stochastic = f"a sampler this extension does not know ({function_name or name})"
     if total < 1:
-        raise RectifyError("steps", total, "at least one sampling step")
+        raise RectifyError(
+            "sampling steps",
+            total,
+            f"at least one: {name} runs {total} with these settings (DDIM and PLMS run "
+            "one step fewer than set, img2img fewer at strength < 1); raise the steps",
+        )
     return SamplerPlan(
         name=name,
         function=function_name,

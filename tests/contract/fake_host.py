@@ -420,6 +420,29 @@ def install() -> types.ModuleType:
     return module
 
 
+def fake_xyz_module() -> types.SimpleNamespace:
+    """scripts/xyz_grid.py as the glue registers into it: ``AxisOption`` (214-235), a list."""
+
+    class AxisOption:
+        def __init__(
+            self,
+            label,
+            type,
+            apply,
+            format_value=None,
+            confirm=None,
+            cost=0.0,
+            choices=None,
+            prepare=None,
+        ):
+            self.label, self.type, self.apply = label, type, apply
+            self.confirm, self.choices = confirm, choices
+
+    return types.SimpleNamespace(
+        axis_options=[AxisOption("Nothing", str, None)], AxisOptionImg2Img=AxisOption
+    )
+
+
 def make_job(
     script_class,
     rect_args,

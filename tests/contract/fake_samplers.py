@@ -446,6 +446,20 @@ class Sampler:  # sd_samplers_common.py:229-342
         seeds = p.all_seeds[p.iteration * p.batch_size : (p.iteration + 1) * p.batch_size]
         return K.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=seeds)
 
+    def run_function(self, steps, x, kwargs):
+        """The call every sampler ends with (sd_samplers_kdiffusion.py:184, timesteps.py:135)."""
+        return self.launch_sampling(
+            steps,
+            lambda: self.func(
+                self.model_wrap_cfg,
+                x,
+                extra_args=self.sampler_extra_args,
+                disable=False,
+                callback=self.callback_state,
+                **kwargs,
+            ),
+        )
+
     def sampler_args(self, p, cond, uncond, image_cond):
         return {
             "cond": cond,
@@ -525,17 +539,7 @@ class KDiffusionSampler(Sampler):  # sd_samplers_kdiffusion.py:67-234
         self.sampler_extra_args = self.sampler_args(
             p, conditioning, unconditional_conditioning, image_conditioning
         )
-        return self.launch_sampling(
-            t_enc + 1,
-            lambda: self.func(
-                self.model_wrap_cfg,
-                xi,
-                extra_args=self.sampler_extra_args,
-                disable=False,
-                callback=self.callback_state,
-                **kwargs,
-            ),
-        )
+        return self.run_function(t_enc + 1, xi, kwargs)
 
     def sample(
         self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None
@@ -560,17 +564,7 @@ class KDiffusionSampler(Sampler):  # sd_samplers_kdiffusion.py:67-234
         self.sampler_extra_args = self.sampler_args(
             p, conditioning, unconditional_conditioning, image_conditioning
         )
-        return self.launch_sampling(
-            steps,
-            lambda: self.func(
-                self.model_wrap_cfg,
-                x,
-                extra_args=self.sampler_extra_args,
-                disable=False,
-                callback=self.callback_state,
-                **kwargs,
-            ),
-        )
+        return self.run_function(steps, x, kwargs)
 
 
 # -------------------------------------------------------------- Restart (extra.py)
@@ -960,17 +954,7 @@ class CompVisSampler(Sampler):  # sd_samplers_timesteps.py:75-163
         self.sampler_extra_args = self.sampler_args(
             p, conditioning, unconditional_conditioning, image_conditioning
         )
-        return self.launch_sampling(
-            t_enc + 1,
-            lambda: self.func(
-                self.model_wrap_cfg,
-                xi,
-                extra_args=self.sampler_extra_args,
-                disable=False,
-                callback=self.callback_state,
-                **kwargs,
-            ),
-        )
+        return self.run_function(t_enc + 1, xi, kwargs)
 
     def sample(
         self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None
@@ -983,17 +967,7 @@ class CompVisSampler(Sampler):  # sd_samplers_timesteps.py:75-163
         self.sampler_extra_args = self.sampler_args(
             p, conditioning, unconditional_conditioning, image_conditioning
         )
-        return self.launch_sampling(
-            steps,
-            lambda: self.func(
-                self.model_wrap_cfg,
-                x,
-                extra_args=self.sampler_extra_args,
-                disable=False,
-                callback=self.callback_state,
-                **kwargs,
-            ),
-        )
+        return self.run_function(steps, x, kwargs)
 
 
 def create_sampler(name: str) -> Sampler:

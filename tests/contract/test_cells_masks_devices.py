@@ -6,7 +6,8 @@ import copy
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
+
+from tests.no_float64 import NoFloat64
 
 import fake_host as host
 
@@ -26,22 +27,7 @@ def _fresh_host():
 
 # ----------------------------------------------------------------------------- XYZ
 def _axes():
-    class AxisOption:
-        def __init__(
-            self,
-            label,
-            type,
-            apply,
-            format_value=None,
-            confirm=None,
-            cost=0.0,
-            choices=None,
-            prepare=None,
-        ):
-            self.label, self.apply = label, apply
-
-    module = type("XYZ", (), {"axis_options": [], "AxisOptionImg2Img": AxisOption})
-    return {o.label: o for o in xyz.register(module)}
+    return {o.label: o for o in xyz.register(host.fake_xyz_module())}
 
 
 def _cell(parent, overrides):
@@ -145,16 +131,6 @@ def test_inpainting_keeps_the_hosts_mask_blend_and_other_scripts_post_sample(sam
 
 
 # --------------------------------------------------------------------------- devices
-class NoFloat64(TorchFunctionMode):
-    """Fails on any operation that returns float64 (Apple MPS and Intel XPU have none)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        if isinstance(result, torch.Tensor) and result.dtype == torch.float64:
-            raise AssertionError(f"{getattr(func, '__name__', func)} made a float64 tensor")
-        return result
-
-
 @pytest.mark.parametrize("sampler", ["DDIM", "UniPC", "Euler", "DPM++ 2M SDE", "DDIM CFG++"])
 def test_the_glue_computes_no_float64_per_call(sampler):
     wrapped = {}

@@ -162,3 +162,15 @@ def test_after_a_successful_job_the_sampler_function_is_the_hosts_again():
     torch.manual_seed(0)
     host.process_images(p)
     assert vars(p.sampler)["func"] is fake_samplers.K.sample_euler
+
+
+def test_the_same_job_object_can_run_again_after_a_refusal():
+    """The img2img batch tab reuses one ``p`` for every picture (modules/img2img.py)."""
+    torch.manual_seed(0)
+    p = host.make_job(Script, [STILL], ad={"freeinit_enable": True})
+    with pytest.raises(RectifyError, match="FreeInit"):
+        host.run_job(p)
+    p.script_args[0] = {**p.script_args[0], "freeinit_enable": False}
+    processed = host.run_job(p)
+    assert torch.allclose(processed.samples[0], p.first_encoding.expand(8, -1, -1, -1), atol=1e-4)
+    assert not {"init", "sample", "close"} & set(vars(p))  # the class's own methods again

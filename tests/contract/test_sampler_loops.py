@@ -373,3 +373,11 @@ def test_a_window_ending_before_the_last_step_does_not_land(sampler):
     _q, full = run(STILL, sampler, seed=5)
     assert torch.allclose(full.samples[0], picture(p), atol=1e-4)
     assert not torch.allclose(partial.samples[0], picture(p), atol=1e-3)
+
+
+def test_a_sampler_left_with_no_step_is_refused_with_how_to_fix_it():
+    from lib_rectify import RectifyError
+
+    with pytest.raises(RectifyError, match=r"sampling steps = 0 .*DDIM runs 0 .*raise the steps"):
+        run(STILL, "DDIM", steps=2)  # t_enc = 1: DDIM calls the model 0 times
+    assert not host.AnimateDiffMM.mm_injected

@@ -178,11 +178,13 @@ def test_bad_input_fails_the_job_with_the_field_and_the_next_job_is_clean(rect_a
 
 
 def test_an_error_during_sampling_fails_the_job_and_leaves_nothing_behind():
-    def another_extension(params):  # changes the batch of the prediction at one call
-        if params.x.shape[0] == 8 and HOST_CALLS.append(1) is None and len(HOST_CALLS) == 3:
+    calls = []
+
+    def another_extension(params):  # runs before ours; changes the batch at the 3rd call
+        calls.append(params)
+        if len(calls) == 3:
             params.x = torch.zeros(3, *params.x.shape[1:])
 
-    HOST_CALLS: list[int] = []
     host.CALLBACKS["cfg_after_cfg"].insert(0, another_extension)
     try:
         with pytest.raises(RectifyError, match="prediction batch"):
@@ -242,34 +244,8 @@ def test_batch_count_above_one_rectifies_every_video():
 
 
 # ----------------------------------------------------------------------------- XYZ
-def _fake_xyz():
-    class AxisOption:
-        def __init__(
-            self,
-            label,
-            type,
-            apply,
-            format_value=None,
-            confirm=None,
-            cost=0.0,
-            choices=None,
-            prepare=None,
-        ):
-            self.label, self.type, self.apply, self.confirm, self.choices = (
-                label,
-                type,
-                apply,
-                confirm,
-                choices,
-            )
-
-    return types.SimpleNamespace(
-        axis_options=[AxisOption("Nothing", str, None)], AxisOptionImg2Img=AxisOption
-    )
-
-
 def test_xyz_axes_register_once_and_unregister():
-    module = _fake_xyz()
+    module = host.fake_xyz_module()
     added = xyz.register(module)
     assert [o.label for o in added] == [
         "[Noise Rectification] Enable",
@@ -284,7 +260,7 @@ def test_xyz_axes_register_once_and_unregister():
 
 
 def test_xyz_overrides_live_on_each_cell_copy_only():
-    module = _fake_xyz()
+    module = host.fake_xyz_module()
     options = {o.label: o for o in xyz.register(module)}
     parent = host.make_job(Script, [{"enabled": False}])
     cell_a, cell_b = copy.copy(parent), copy.copy(parent)
@@ -302,7 +278,7 @@ def test_xyz_overrides_live_on_each_cell_copy_only():
 
 
 def test_xyz_confirm_rejects_bad_values_before_the_grid():
-    options = {o.label: o for o in xyz.register(_fake_xyz())}
+    options = {o.label: o for o in xyz.register(host.fake_xyz_module())}
     options["[Noise Rectification] τ start %"].confirm(None, [0.0, 50.0, 100.0])
     with pytest.raises(RectifyError, match=r"τ end %.*percent"):
         options["[Noise Rectification] τ end %"].confirm(None, [60.0, 140.0])

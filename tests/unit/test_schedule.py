@@ -6,11 +6,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.overrides import TorchFunctionMode
 
 from lib_rectify import Rectifier, RectifyError, RectifyParams
 from lib_rectify.noise_math import clean_from_eps, landing_eps
 from lib_rectify.schedule import alpha_cumprod_at, step_of_level
+from tests.no_float64 import NoFloat64
 
 SIGMAS = [14.6, 7.0, 3.0, 1.0, 0.0]  # 4 steps
 
@@ -62,14 +62,6 @@ def test_alpha_is_exact_at_integer_timesteps_and_log_linear_between():
     between = alpha_cumprod_at(table, torch.tensor([10.5]))
     assert torch.allclose(between, (table[10] * table[11]).sqrt(), rtol=1e-6)
     assert alpha_cumprod_at(table, torch.tensor([2000.0])) == table[-1]  # clamped
-
-
-class NoFloat64(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        if isinstance(result, torch.Tensor) and result.dtype == torch.float64:
-            raise AssertionError(f"{func} made a float64 tensor (MPS and XPU have none)")
-        return result
 
 
 def test_alpha_lookup_and_rectification_never_use_float64():
