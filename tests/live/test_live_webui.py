@@ -40,8 +40,10 @@ def plain(webui: WebUI):
 def test_still_window_gives_identical_frames(webui: WebUI, sampler: str):
     result = webui.img2img(request(STILL, sampler=sampler))
     assert_still(result)
-    if sampler == "Euler a":  # stochastic: per-step pivot, said in the infotext
-        assert "NR note" in result.infotext and "stochastic sampler" in result.infotext
+    if sampler == "Euler a":  # fresh noise every step: per-step pivot, said in the infotext
+        assert "NR pivot" in result.infotext and "ancestral sampler" in result.infotext
+    else:
+        assert "NR pivot" not in result.infotext
 
 
 def test_batch_count_two_gives_two_still_videos(webui: WebUI):

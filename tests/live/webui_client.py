@@ -150,8 +150,11 @@ def xyz_request(
     labels = scripts[XYZ_TITLE]["args"][0]["choices"]  # x_type is an index into these
     nothing = labels.index("Nothing")
     payload = dict(payload, script_name=XYZ_TITLE)
+    # Axes with choices (Enable, ω) read the dropdown list, the others the text
+    # (scripts/xyz_grid.py:618-630): give both.
+    dropdown = [v.strip() for v in values.split(",")]
     payload["script_args"] = [
-        *(labels.index(axis_label), values, []),  # x: type, values, dropdown values
+        *(labels.index(axis_label), values, dropdown),  # x: type, values, dropdown values
         *(nothing, "", []),  # y
         *(nothing, "", []),  # z
         True,  # draw legend
