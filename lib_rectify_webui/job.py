@@ -417,7 +417,7 @@ def on_cfg_after_cfg(params: Any) -> None:
 
 def _rectify_saved_uncond(state: JobState, call: _Call, abar: torch.Tensor) -> None:
     """DDIM CFG++ steps along the unconditional ε it saved before this callback
-    (sd_samplers_cfg_denoiser.py:281-282, sd_samplers_timesteps_impl.py:231-240):
+    (sd_samplers_cfg_denoiser.py:281-282, sd_samplers_timesteps_impl.py:64-75):
     rectify that too, with the same pivot and weights."""
     uncond = getattr(state.denoiser, "last_noise_uncond", None)
     if not isinstance(uncond, torch.Tensor) or uncond.shape != call.x.shape:

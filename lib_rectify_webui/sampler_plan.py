@@ -13,17 +13,17 @@ PyPI ``k-diffusion==0.0.16``) and sd-webui-animatediff a88e889:
   then the progress callback (k_diffusion/sampling.py, e.g. 128-131). Heun, DPM2,
   DPM2 a, DPM++ 2S a and DPM++ SDE make a second call *after* that callback, at σ_(i+1)
   or between (sampling.py:180, 212, 240, 534, 573); the WebUI's Restart does the same
-  in each of its Heun steps (modules/sd_samplers_extra.py:466-484), whose callback
+  in each of its Heun steps (modules/sd_samplers_extra.py:17-35), whose callback
   carries the step's target σ. DPM fast / adaptive get only ``sigma_min``,
   ``sigma_max`` and ``n`` (sd_samplers_kdiffusion.py:155-161) and choose their own
-  evaluation points (sampling.py:381-479). LCM (modules/sd_samplers_lcm.py:57-68)
+  evaluation points (sampling.py:388-479). LCM (modules/sd_samplers_lcm.py:66-80)
   calls once per step and re-noises after it.
 - Timestep samplers (modules/sd_samplers_timesteps.py:98-139,
   sd_samplers_timesteps_impl.py) get ``timesteps`` = the first ``t_enc`` entries of
   an ascending grid; DDIM and DDIM CFG++ call the model at the last entry down to the
   second (``t_enc − 1`` steps, ending at timestep 1, short of clean); PLMS adds a second
   call at the next timestep in its first step, before that step's callback
-  (impl.py:281-286); UniPC (impl.py:145-177, models/diffusion/uni_pc/uni_pc.py:746-799)
+  (impl.py:117-120); UniPC (impl.py:145-177, models/diffusion/uni_pc/uni_pc.py:746-799)
   makes ``t_enc`` steps on its own continuous grid with exactly one call per step, the
   corrector call of step k coming before step k−1's callback.
 """
@@ -76,7 +76,7 @@ _ETA_NOISE = {  # add eta·s_noise-scaled fresh noise every step when eta ≠ 0
     "sample_dpmpp_2m_sde": "SDE",
     "sample_dpmpp_3m_sde": "SDE",
 }
-#: Restart re-noises once its schedule has this many steps (sd_samplers_extra.py:486-497).
+#: Restart re-noises once its schedule has this many steps (sd_samplers_extra.py:37-48).
 RESTART_MIN_STEPS = 20
 
 

@@ -653,7 +653,7 @@ def restart_sampler(
 
 # ------------------------------------------------------------------- LCM (lcm.py)
 class LCMCompVisDenoiser(EXTERNAL.DiscreteEpsDDPMDenoiser):
-    """modules/sd_samplers_lcm.py:10-63: 50 of the model's 1000 timesteps, LCM scalings."""
+    """modules/sd_samplers_lcm.py:10-64: 50 of the model's 1000 timesteps, LCM scalings."""
 
     def __init__(self, model):
         timesteps, original = 1000, 50
@@ -694,7 +694,7 @@ class LCMCompVisDenoiser(EXTERNAL.DiscreteEpsDDPMDenoiser):
 
 
 def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """modules/sd_samplers_lcm.py:57-68: one call per step, then fresh noise."""
+    """modules/sd_samplers_lcm.py:66-80: one call per step, then fresh noise."""
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = K.default_noise_sampler(x) if noise_sampler is None else noise_sampler
     s_in = x.new_ones([x.shape[0]])
@@ -710,7 +710,7 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
     return x
 
 
-class CFGDenoiserLCM(CFGDenoiser):  # sd_samplers_lcm.py:71-77
+class CFGDenoiserLCM(CFGDenoiser):  # sd_samplers_lcm.py:83-90
     @property
     def inner_model(self):
         if self.model_wrap is None:
@@ -718,7 +718,7 @@ class CFGDenoiserLCM(CFGDenoiser):  # sd_samplers_lcm.py:71-77
         return self.model_wrap
 
 
-class LCMSampler(KDiffusionSampler):  # sd_samplers_lcm.py:80-84
+class LCMSampler(KDiffusionSampler):  # sd_samplers_lcm.py:93-97
     def __init__(self, funcname, options=None):
         super().__init__(funcname, options)
         self.model_wrap_cfg = CFGDenoiserLCM(self)
@@ -731,12 +731,12 @@ def _alphas_prev(alphas_cumprod, timesteps):
 
 
 def ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0):
-    """sd_samplers_timesteps_impl.py:12-40."""
+    """sd_samplers_timesteps_impl.py:12-41."""
     return _ddim_loop(model, x, timesteps, extra_args, callback, eta, cfgpp=False)
 
 
 def ddim_cfgpp(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0):
-    """sd_samplers_timesteps_impl.py:43-80: x̂₀ from the CFG ε, direction from the saved uncond ε."""
+    """sd_samplers_timesteps_impl.py:44-81: x̂₀ from the CFG ε, direction from the saved uncond ε."""
     model.cond_scale_miltiplier = 1 / 12.5
     model.need_last_noise_uncond = True
     return _ddim_loop(model, x, timesteps, extra_args, callback, eta, cfgpp=True)
@@ -765,7 +765,7 @@ def _ddim_loop(model, x, timesteps, extra_args, callback, eta, cfgpp):
 
 
 def plms(model, x, timesteps, extra_args=None, callback=None, disable=None):
-    """sd_samplers_timesteps_impl.py:83-141: a second call in the first step, before its callback."""
+    """sd_samplers_timesteps_impl.py:84-142: a second call in the first step, before its callback."""
     alphas_cumprod = model.inner_model.inner_model.alphas_cumprod
     alphas = alphas_cumprod[timesteps]
     alphas_prev = _alphas_prev(alphas_cumprod, timesteps).double()
@@ -809,7 +809,7 @@ def unipc(model, x, timesteps, extra_args=None, callback=None, disable=None, is_
     call of step k made before the callback of step k−1."""
     alphas_cumprod = model.inner_model.inner_model.alphas_cumprod.double()
     extra_args = {} if extra_args is None else extra_args
-    t_grid = torch.linspace(0, 1, 1001, dtype=torch.float64)[1:]  # uni_pc.py:94-101
+    t_grid = torch.linspace(0, 1, 1001, dtype=torch.float64)[1:]  # uni_pc.py:107-108
     log_alpha_grid = 0.5 * alphas_cumprod.log()
 
     def log_alpha(t):  # piecewise linear in t
@@ -826,7 +826,7 @@ def unipc(model, x, timesteps, extra_args=None, callback=None, disable=None, is_
 
     index = 0
 
-    def data_prediction(x_t, t):  # uni_pc.py:435-457 via UniPCCFG.model (impl.py:160-165)
+    def data_prediction(x_t, t):  # uni_pc.py:435-457 via UniPCCFG.model (impl.py:162-167)
         t_input = (t - 1.0 / 1000) * 1000.0
         eps = model(x_t, t_input.float().expand(x_t.shape[0]), **extra_args)
         alpha, sigma, _ = alpha_sigma_lambda(t)

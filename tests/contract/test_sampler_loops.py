@@ -125,7 +125,7 @@ def expected_labels(sampler: str, ends_at_zero: bool = True, steps: int = STEPS)
     n = steps_of(sampler, steps)
     if sampler in ONE_CALL or sampler in ("DDIM", "DDIM CFG++", "UniPC"):
         return list(range(n))
-    if sampler == "PLMS":  # impl.py:283-287: the first step's second call, before its callback
+    if sampler == "PLMS":  # impl.py:117-120: the first step's second call, before its callback
         return [0, 0, *range(1, n)]
     if sampler in TWO_CALL and sampler != "Restart":
         # a second call after the callback of every step that does not end at σ = 0
