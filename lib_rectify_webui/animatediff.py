@@ -3,6 +3,13 @@
 Checked against sd-webui-animatediff a88e889 (2024-09-21) in WebUI v1.10.1:
 - Its single script argument is an ``AnimateDiffProcess`` (UI) or, over the API, a dict
   that its ``before_process`` converts in place (scripts/animatediff_utils.py:29-46).
+- ``before_process`` can stop half-way: over the API, any ControlNet unit makes
+  ``get_controlnet_units`` raise (animatediff_utils.py:48-71, called from
+  animatediff_ui.py:175), as does an enabled UI unit without its own image. The motion
+  module is in and ``p.batch_size`` set, but its prompt scheduler, infotext, context
+  windows (animatediff_infv2v.py:98-175) and the removal of the motion module in
+  ``postprocess`` are skipped. A completed setup always makes a new prompt scheduler
+  (animatediff.py:66), which is how the glue tells the two apart.
 - ``before_process`` injects the motion module into the UNet and swaps the model's
   ᾱ table (scripts/animatediff.py:62-71, animatediff_mm.py:62-115); only its
   ``postprocess`` takes them out again (animatediff.py:92-96). When a job raises, the
@@ -36,6 +43,21 @@ def args_of(p: Any) -> Any:
 
 def arg(args: Any, name: str, default: Any = None) -> Any:
     return args.get(name, default) if isinstance(args, dict) else getattr(args, name, default)
+
+
+#: Attribute on the job: AnimateDiff's prompt scheduler before its ``before_process``.
+_SCHEDULER_BEFORE = "_noise_rectification_animatediff_scheduler"
+
+
+def remember_setup_state(p: Any) -> None:
+    """In ``setup`` (before every ``before_process``): what a completed setup must replace."""
+    p.__dict__[_SCHEDULER_BEFORE] = arg(args_of(p), "prompt_scheduler", None)
+
+
+def setup_completed(p: Any) -> bool:
+    """After AnimateDiff's ``before_process``: did it run to the end for this job?"""
+    scheduler = arg(args_of(p), "prompt_scheduler", None)
+    return scheduler is not None and scheduler is not p.__dict__.get(_SCHEDULER_BEFORE)
 
 
 def _motion_module() -> Any:

@@ -18,6 +18,7 @@ INIT_NOTE = "image latent repeated over the frames (AnimateDiff latent blending 
 PIVOT_KEY = "NR pivot"
 STEPS_KEY = "NR steps"
 SKIPPED_KEY = "NR skipped"
+ANIMATEDIFF_KEY = "NR AnimateDiff"
 COMMENT_PREFIX = "Noise Rectification "
 
 SETTING_KEYS = frozenset({f.infotext_key for f in FIELDS} | {VERSION_INFOTEXT_KEY})

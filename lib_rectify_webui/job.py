@@ -166,6 +166,14 @@ def clear(p: Any) -> None:
         delattr(p, STATE_ATTR)
 
 
+def finish(p: Any) -> None:
+    """Our ``postprocess``, after AnimateDiff's: if its own restore did not run (a setup it
+    left half-way makes its postprocess fail first), take its motion module out."""
+    if PATCHES_ATTR in p.__dict__:
+        animatediff.undo_injection(p)
+    clear(p)
+
+
 def parse_job_params(p: Any, args: tuple | list) -> RectifyParams:
     """The script's arguments, then the XYZ overrides stored on this job's copy."""
     params = RectifyParams.from_script_args(list(args))
@@ -189,7 +197,7 @@ def start(p: Any, params: RectifyParams) -> JobState:
     state = JobState(p=p, params=params)
     setattr(p, STATE_ATTR, state)
     _in_flight.call = None
-    original_init, original_sample, original_close = p.init, p.sample, p.close
+    original_init, original_sample = p.init, p.sample
 
     def init_keeping_clean_latent(*args: Any, **kwargs: Any) -> Any:
         result = original_init(*args, **kwargs)
@@ -223,17 +231,28 @@ def start(p: Any, params: RectifyParams) -> JobState:
             )
         return samples
 
+    _patch(p, "init", init_keeping_clean_latent)
+    _patch(p, "sample", sample_surfacing_errors)
+    restore_animatediff_on_close(p)
+    return state
+
+
+def restore_animatediff_on_close(p: Any) -> None:
+    """Take AnimateDiff's motion module out when the job is closed, if it is still in.
+
+    `with closing(p)` (modules/api/api.py:538, modules/img2img.py:225) closes the job also
+    when it raised after sampling, and AnimateDiff's postprocess never ran then (or it
+    failed, after a half-finished setup). After a normal job this is a no-op.
+    """
+    if PATCHES_ATTR in p.__dict__ and "close" in p.__dict__[PATCHES_ATTR]:
+        return
+    original_close = p.close
+
     def close_restoring_host(*args: Any, **kwargs: Any) -> Any:
-        # `with closing(p)` (modules/api/api.py:538, modules/img2img.py:225) closes the job
-        # also when it raised after sampling; AnimateDiff's postprocess never ran then.
-        # After a successful job AnimateDiff has already restored itself: a no-op.
         animatediff.undo_injection(p)
         return original_close(*args, **kwargs)
 
-    _patch(p, "init", init_keeping_clean_latent)
-    _patch(p, "sample", sample_surfacing_errors)
     _patch(p, "close", close_restoring_host)
-    return state
 
 
 # ------------------------------------------------------------------ per batch (p.sample)

@@ -34,6 +34,10 @@ class NoiseRectificationScript(scripts.Script):
         tab = "img2img" if is_img2img else "txt2img"
         return ui.build(self, is_img2img, _animatediff_components[tab])
 
+    def setup(self, p: Any, *args: Any) -> None:
+        # Runs for every script before any before_process (modules/processing.py:278-294).
+        animatediff.remember_setup_state(p)
+
     def before_process(self, p: Any, *args: Any) -> None:
         # Runs after AnimateDiff's before_process (folder-name order), which has set
         # p.batch_size to the frame count and, for the API, parsed its own dict.
@@ -61,6 +65,8 @@ class NoiseRectificationScript(scripts.Script):
         refusal = self._refusal(p)
         if refusal is not None:
             raise refusal
+        if not animatediff.setup_completed(p):
+            self._note_incomplete_animatediff(p)
         infotext.write(p, params.to_infotext())
         if params.active:
             job.start(p, params)
@@ -71,7 +77,7 @@ class NoiseRectificationScript(scripts.Script):
             job.before_sampling(p, kwargs["x"], shared, sd_samplers_common)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
-        job.clear(p)
+        job.finish(p)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -84,6 +90,35 @@ class NoiseRectificationScript(scripts.Script):
         if not animatediff.arg(ad, "enable", False):
             return "AnimateDiff is not enabled"
         return None
+
+    @staticmethod
+    def _note_incomplete_animatediff(p: Any) -> None:
+        """AnimateDiff stopped half-way through its before_process (animatediff.py: a known
+        a88e889 bug with ControlNet units over the API). Its motion module samples the video
+        as usual unless the video needs its context windows: refuse that, say the rest."""
+        ad = animatediff.args_of(p)
+        frames = int(animatediff.arg(ad, "video_length", 0) or 0)
+        context = int(animatediff.arg(ad, "batch_size", 0) or 0)
+        if frames > context:
+            raise RectifyError(
+                "AnimateDiff setup",
+                "incomplete",
+                f"AnimateDiff did not finish setting up this job (sd-webui-animatediff "
+                f"a88e889 fails on ControlNet units sent over the API), so its context "
+                f"windows are off and {frames} frames with a context of {context} would not "
+                f"be AnimateDiff's video: set the context size (batch_size) to {frames}, or "
+                "use the UI; see the README, 'With IP-Adapter and ControlNet'",
+            )
+        message = (
+            "AnimateDiff did not finish setting up this job (sd-webui-animatediff a88e889 "
+            "fails on ControlNet units sent over the API): the frames are sampled with its "
+            "motion module as usual, but its prompt travel, its infotext and its output "
+            "files are missing; its motion module is taken out of the UNet after the job."
+        )
+        _log(message)
+        infotext.comment(p, message)
+        infotext.write(p, {infotext.ANIMATEDIFF_KEY: "setup incomplete (ControlNet over the API)"})
+        job.restore_animatediff_on_close(p)
 
     @staticmethod
     def _refusal(p: Any) -> RectifyError | None:

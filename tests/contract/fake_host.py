@@ -98,6 +98,9 @@ class ScriptRunner:
             except Exception as error:
                 REPORTED.append(f"{hook}: {error!r}")
 
+    def setup(self, p):  # modules/scripts.py:987-996
+        self._each("setup", p)
+
     def before_process(self, p):
         self._each("before_process", p)
 
@@ -279,8 +282,21 @@ animatediff_mm.AnimateDiffMM = AnimateDiffMM
 animatediff_mm.mm_animatediff = AnimateDiffMM()
 
 
+class AnimateDiffProcess:
+    """scripts/animatediff_ui.py:31-90: AnimateDiff's one argument, built from the API dict."""
+
+    def __init__(self, enable=False, video_length=16, batch_size=16, freeinit_enable=False, **rest):
+        self.enable, self.video_length, self.batch_size = enable, video_length, batch_size
+        self.freeinit_enable = freeinit_enable
+        self.last_frame = rest.pop("last_frame", None)
+        self.is_i2i_batch = rest.pop("is_i2i_batch", False)
+        self.prompt_scheduler = None
+        self.__dict__.update(rest)
+
+
 class FakeAnimateDiff(Script):
-    """scripts/animatediff.py:28-99 as the glue sees it: one dict/object argument."""
+    """scripts/animatediff.py:28-99 as the glue sees it, including its failure with
+    ControlNet units sent over the API (animatediff_utils.py:48-71, animatediff_ui.py:175)."""
 
     def __init__(self):
         self.hacked = False
@@ -288,26 +304,75 @@ class FakeAnimateDiff(Script):
     def title(self):
         return "AnimateDiff"
 
-    def before_process(self, p, params):  # :53-74 + animatediff_ui.py:161 set_p
+    def before_process(self, p, params):  # :53-74 + animatediff_ui.py:161-213 set_p
+        if isinstance(params, dict):  # get_animatediff_arg (animatediff_utils.py:29-46)
+            params = AnimateDiffProcess(**params)
+            p.script_args = list(p.script_args)
+            p.script_args[self.args_from] = params
         motion_module = animatediff_mm.mm_animatediff
-        if params.get("enable"):
-            motion_module.inject(p.sd_model, params["video_length"])
-            p.batch_size = max(params["video_length"], params.get("batch_size", 16))
+        if params.enable:
+            motion_module.inject(p.sd_model, params.video_length)
+            p.batch_size = max(params.video_length, params.batch_size)
+            units = controlnet_units(p)
+            if p.is_api and units and isinstance(units[0], dict):  # get_controlnet_units
+                raise AttributeError("'ControlNetUnit' object has no attribute 'get'")
+            params.prompt_scheduler = types.SimpleNamespace(save_infotext_txt=lambda res: None)
+            p.extra_generation_params["AnimateDiff"] = f"video_length: {params.video_length}"
             self.hacked = True
         elif self.hacked:
             motion_module.restore(p.sd_model)
             self.hacked = False
 
     def before_process_batch(self, p, params, **kwargs):  # scripts/animatediff_latent.py
-        if params.get("enable") and isinstance(p, StableDiffusionProcessingImg2Img):
+        if params.enable and isinstance(p, StableDiffusionProcessingImg2Img):
             frames = p.init_latent.shape[0]
             alpha = torch.tensor([1 - i / 32 for i in range(frames)]).view(-1, 1, 1, 1)
             p.init_latent = p.init_latent * alpha + torch.randn_like(p.init_latent) * (1 - alpha)
 
-    def postprocess(self, p, res, params):  # :92-98
-        if params.get("enable"):
+    def postprocess(self, p, res, params):  # :92-98: a failed setup raises before restoring
+        if params.enable:
+            params.prompt_scheduler.save_infotext_txt(res)
             animatediff_mm.mm_animatediff.restore(p.sd_model)
             self.hacked = False
+
+
+class FakeControlNet(Script):
+    """sd-webui-controlnet 1.1.455 as far as it concerns us: it changes what the UNet
+    predicts (a residual from its control), never the sampler's x or noise, and runs as
+    one script with one argument per unit (dicts over the API)."""
+
+    def title(self):
+        return "ControlNet"
+
+    def process(self, p, *units):
+        weights = [_unit(u, "weight", 1.0) for u in units if _unit(u, "enabled", False)]
+        if not weights:
+            return
+        model, original = p.sd_model, p.sd_model.apply_model
+        strength = 0.05 * sum(weights)
+
+        def controlled(x, t, cond):  # hook.py: its own UNet forward, plus the control
+            return original(x, t, cond) + strength * torch.tanh(x)
+
+        model.apply_model = controlled
+        self._unhook = lambda: model.__dict__.pop("apply_model", None)
+
+    def postprocess(self, p, processed, *units):
+        unhook = getattr(self, "_unhook", None)
+        if unhook is not None:
+            unhook()
+            self._unhook = None
+
+
+def _unit(unit, name, default):
+    return unit.get(name, default) if isinstance(unit, dict) else getattr(unit, name, default)
+
+
+def controlnet_units(p):
+    for script in p.scripts.alwayson_scripts:
+        if script.title().lower() == "controlnet":
+            return list(p.script_args[script.args_from : script.args_to])
+    return []
 
 
 #: One AnimateDiff script object per tab, as the WebUI keeps one script runner per tab.
@@ -454,24 +519,36 @@ def make_job(
     sampler="Euler",
     n_iter=1,
     seed=0,
+    controlnet: list | None = None,
+    api=True,
 ):
-    """A job with AnimateDiff (args slot 0) and our script (slots 1..), as the host lays them out."""
+    """A job laid out as the host does: AnimateDiff (slot 0), ControlNet's units when given,
+    then our script (extensions in folder-name order); ``setup`` runs on construction."""
     p_class = p_class or StableDiffusionProcessingImg2Img
     tab = "img2img" if p_class is StableDiffusionProcessingImg2Img else "txt2img"
     animatediff = ANIMATEDIFF[tab]
     animatediff.args_from, animatediff.args_to = 0, 1
+    scripts = [animatediff]
+    script_args = [{"enable": True, "video_length": frames, "batch_size": frames, **(ad or {})}]
+    if controlnet is not None:
+        cn = FakeControlNet()
+        cn.args_from, cn.args_to = 1, 1 + len(controlnet)
+        scripts.append(cn)
+        script_args += list(controlnet)
     ours = script_class()
-    ours.args_from, ours.args_to = 1, 1 + len(rect_args)
-    ad_args = {"enable": True, "video_length": frames, "batch_size": frames, **(ad or {})}
-    runner = ScriptRunner([animatediff, ours])
-    return p_class(
+    ours.args_from, ours.args_to = len(script_args), len(script_args) + len(rect_args)
+    scripts.append(ours)
+    p = p_class(
         steps=steps,
-        script_args=[ad_args, *rect_args],
-        runner=runner,
+        script_args=[*script_args, *rect_args],
+        runner=ScriptRunner(scripts),
         n_iter=n_iter,
         seed=seed,
         sampler_name=sampler,
     )
+    p.is_api = api
+    p.scripts.setup(p)  # processing.py:278-294 setup_scripts, when script_args are set
+    return p
 
 
 def reset_host() -> None:

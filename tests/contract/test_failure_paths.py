@@ -170,7 +170,7 @@ def test_the_same_job_object_can_run_again_after_a_refusal():
     p = host.make_job(Script, [STILL], ad={"freeinit_enable": True})
     with pytest.raises(RectifyError, match="FreeInit"):
         host.run_job(p)
-    p.script_args[0] = {**p.script_args[0], "freeinit_enable": False}
+    p.script_args[0] = {"enable": True, "video_length": 8, "batch_size": 8}
     processed = host.run_job(p)
     assert torch.allclose(processed.samples[0], p.first_encoding.expand(8, -1, -1, -1), atol=1e-4)
     assert not {"init", "sample", "close"} & set(vars(p))  # the class's own methods again
