@@ -94,30 +94,33 @@ class NoiseRectificationScript(scripts.Script):
     @staticmethod
     def _note_incomplete_animatediff(p: Any) -> None:
         """AnimateDiff stopped half-way through its before_process (animatediff.py: a known
-        a88e889 bug with ControlNet units over the API). Its motion module samples the video
-        as usual unless the video needs its context windows: refuse that, say the rest."""
+        a88e889 bug with ControlNet units). Its motion module samples the video as usual
+        unless the video needs its context windows: refuse that, say the rest."""
         ad = animatediff.args_of(p)
         frames = int(animatediff.arg(ad, "video_length", 0) or 0)
         context = int(animatediff.arg(ad, "batch_size", 0) or 0)
+        cause = (
+            "AnimateDiff did not finish setting up this job (sd-webui-animatediff a88e889 "
+            "stops half-way on ControlNet units: always over the API, and in the UI when "
+            "an enabled unit has no image of its own)"
+        )
         if frames > context:
             raise RectifyError(
                 "AnimateDiff setup",
                 "incomplete",
-                f"AnimateDiff did not finish setting up this job (sd-webui-animatediff "
-                f"a88e889 fails on ControlNet units sent over the API), so its context "
-                f"windows are off and {frames} frames with a context of {context} would not "
-                f"be AnimateDiff's video: set the context size (batch_size) to {frames}, or "
-                "use the UI; see the README, 'With IP-Adapter and ControlNet'",
+                f"{cause}, so its context windows are off and {frames} frames with a "
+                f"context of {context} would not be AnimateDiff's video: set the context "
+                f"size (batch_size) to {frames}; see the README, 'With IP-Adapter and "
+                "ControlNet'",
             )
         message = (
-            "AnimateDiff did not finish setting up this job (sd-webui-animatediff a88e889 "
-            "fails on ControlNet units sent over the API): the frames are sampled with its "
-            "motion module as usual, but its prompt travel, its infotext and its output "
-            "files are missing; its motion module is taken out of the UNet after the job."
+            f"{cause}: the frames are sampled with its motion module as usual, but its "
+            "prompt travel, its infotext and its output files are missing; its motion "
+            "module is taken out of the UNet after the job."
         )
         _log(message)
         infotext.comment(p, message)
-        infotext.write(p, {infotext.ANIMATEDIFF_KEY: "setup incomplete (ControlNet over the API)"})
+        infotext.write(p, {infotext.ANIMATEDIFF_KEY: "setup incomplete (ControlNet units)"})
         job.restore_animatediff_on_close(p)
 
     @staticmethod
