@@ -142,6 +142,17 @@ class NoiseRectificationScript(scripts.Script):
                 count,
                 "one picture to animate (AnimateDiff's img2img batch is not supported)",
             )
+        refiner = getattr(p, "refiner_checkpoint", None)
+        switch_at = getattr(p, "refiner_switch_at", None)
+        if refiner not in (None, "", "None", "none") and (switch_at is None or switch_at < 1):
+            # modules/sd_samplers_common.py:158-202 reloads the weights mid-sampling; the
+            # refiner has no motion module and its own noise schedule.
+            return RectifyError(
+                "refiner",
+                refiner,
+                "no refiner with AnimateDiff and noise rectification: the refiner has no "
+                "motion module, so the frames would stop being a video after the switch",
+            )
         if animatediff.arg(ad, "last_frame", None) is not None:
             return RectifyError(
                 "AnimateDiff last frame",

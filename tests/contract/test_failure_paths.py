@@ -174,3 +174,17 @@ def test_the_same_job_object_can_run_again_after_a_refusal():
     processed = host.run_job(p)
     assert torch.allclose(processed.samples[0], p.first_encoding.expand(8, -1, -1, -1), atol=1e-4)
     assert not {"init", "sample", "close"} & set(vars(p))  # the class's own methods again
+
+
+@pytest.mark.parametrize("switch_at", [None, 0.5])
+def test_a_refiner_switch_is_refused_and_one_that_never_switches_is_not(switch_at):
+    torch.manual_seed(0)
+    p = host.make_job(Script, [STILL])
+    p.refiner_checkpoint, p.refiner_switch_at = "random-sd15.safetensors", switch_at
+    with pytest.raises(RectifyError, match="refiner"):
+        host.run_job(p)
+    assert not host.AnimateDiffMM.mm_injected
+    torch.manual_seed(0)
+    q = host.make_job(Script, [STILL])
+    q.refiner_checkpoint, q.refiner_switch_at = "random-sd15.safetensors", 1.0
+    host.run_job(q)

@@ -85,21 +85,25 @@ def _plain_img2img(webui: WebUI):
     return webui.img2img(request(None, sampler="Euler", steps=3, animatediff={"enable": False}))
 
 
+REFINER = {"refiner_checkpoint": "random-sd15.safetensors", "refiner_switch_at": 0.5}
+
+
 @pytest.mark.parametrize(
-    ("args", "animatediff", "fragments"),
+    ("args", "animatediff", "extra", "fragments"),
     [
-        (STILL, {"freeinit_enable": True}, ["FreeInit"]),
-        ({"enabled": True, "reference_frame": 8}, None, ["reference_frame", "8 frames"]),
+        (STILL, {"freeinit_enable": True}, {}, ["FreeInit"]),
+        ({"enabled": True, "reference_frame": 8}, None, {}, ["reference_frame", "8 frames"]),
+        (STILL, None, REFINER, ["refiner", "no motion module"]),
     ],
-    ids=["freeinit", "frame-index"],
+    ids=["freeinit", "frame-index", "refiner"],
 )
 def test_after_a_refused_job_txt2img_and_img2img_are_bit_identical(
-    webui: WebUI, args, animatediff, fragments
+    webui: WebUI, args, animatediff, extra, fragments
 ):
     _txt2img(webui)
     _plain_img2img(webui)  # settle
     before_txt, before_img = _txt2img(webui), _plain_img2img(webui)
-    refused = webui.img2img(request(args, sampler="DDIM", animatediff=animatediff))
+    refused = webui.img2img(request(args, sampler="DDIM", animatediff=animatediff, **extra))
     assert_error_names(refused, *fragments)
     assert _txt2img(webui) == before_txt
     assert_same_images(before_img, _plain_img2img(webui))
