@@ -2,7 +2,7 @@
 High Fidelity Image-to-Video Generation"), independent of any host program.
 
 Tensors and a :class:`RectifyParams` in, tensors out. The WebUI glue lives in
-``scripts/``; this package never imports the WebUI or gradio.
+``lib_rectify_webui/`` and ``scripts/``; this package never imports the WebUI or gradio.
 """
 
 from __future__ import annotations
@@ -10,21 +10,22 @@ from __future__ import annotations
 from .errors import RectifyError
 from .layout import LAYOUTS, Layout
 from .params import (
-    CUSTOM_OMEGA,
     FIELDS,
     FIELDS_BY_NAME,
     INFOTEXT_VERSION,
     MAX_OMEGA_VALUES,
     OMEGA_PRESETS,
-    POSITIONAL_ARGS,
     VERSION_INFOTEXT_KEY,
     FieldSpec,
     Omega,
     RectifyParams,
+    check_field,
     format_omega,
     fraction_to_percent,
     parse_bool_text,
     parse_omega_text,
+    parse_percent,
+    percent_to_fraction,
 )
 from .rectifier import PIVOT_MODES, PivotMode, Rectifier
 from .schedule import alpha_cumprod_at, step_of_level
@@ -34,7 +35,6 @@ from .window import step_in_window, window_steps
 __version__ = "0.1.0"
 
 __all__ = [
-    "CUSTOM_OMEGA",
     "FIELDS",
     "FIELDS_BY_NAME",
     "INFOTEXT_VERSION",
@@ -42,7 +42,6 @@ __all__ = [
     "MAX_OMEGA_VALUES",
     "OMEGA_PRESETS",
     "PIVOT_MODES",
-    "POSITIONAL_ARGS",
     "VERSION_INFOTEXT_KEY",
     "FieldSpec",
     "Layout",
@@ -52,11 +51,14 @@ __all__ = [
     "RectifyError",
     "RectifyParams",
     "alpha_cumprod_at",
+    "check_field",
     "format_omega",
     "fraction_to_percent",
     "omega_weights",
     "parse_bool_text",
     "parse_omega_text",
+    "parse_percent",
+    "percent_to_fraction",
     "resolve_reference_frame",
     "step_in_window",
     "step_of_level",

@@ -1,8 +1,11 @@
-"""Settings of noise rectification: the single source of truth for every surface.
+"""Settings of noise rectification, shared by every host.
 
-The UI, the API, the infotext and the XYZ axes are all generated from or checked
-against :data:`FIELDS` and :class:`RectifyParams`, so their names, defaults and
-ranges cannot drift apart. Every parser here raises only :class:`RectifyError`.
+The fields (:data:`FIELDS`), one validator per field (:func:`check_field`) and the
+host-neutral forms (the dict of :meth:`RectifyParams.to_api`, the infotext text) live
+here, so names, defaults and ranges cannot drift apart between hosts. A host's own
+forms (the WebUI's: ``lib_rectify_webui/args.py``) only convert to these: every parse
+path ends in the constructor, which runs each field's validator. Every parser here
+raises only :class:`RectifyError`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from numbers import Integral, Real
@@ -27,8 +30,6 @@ OMEGA_PRESETS: dict[str, str] = {
     "free": "ω = 1 on every frame: frames are corrected only by the reference frame's gap "
     "(most motion)",
 }
-#: The UI's extra preset entry that means "use the custom ω list".
-CUSTOM_OMEGA = "custom"
 #: A custom ω list longer than this is refused (it is resampled to the video length anyway).
 MAX_OMEGA_VALUES = 1024
 #: |reference_frame| bound before the video length is known.
@@ -60,9 +61,9 @@ FIELDS: tuple[FieldSpec, ...] = (
         "bool",
         "false",
         "true or false",
-        "Keep the picture while it moves: AnimateDiff img2img starts from the image "
-        "repeated over the frames plus noise, and the predicted noise is pulled back toward "
-        "that noise during the window τ. Needs AnimateDiff enabled in img2img.",
+        "Keep the picture while it moves: the video starts from the picture repeated over "
+        "the frames plus noise, and the predicted noise is pulled back toward that noise "
+        "during the window τ.",
     ),
     FieldSpec(
         "omega",
@@ -104,16 +105,8 @@ FIELDS: tuple[FieldSpec, ...] = (
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 #: Infotext key carrying :data:`INFOTEXT_VERSION`.
 VERSION_INFOTEXT_KEY = "NR version"
-
-#: Order of the script's positional arguments (the ``ui()`` component order).
-POSITIONAL_ARGS: tuple[str, ...] = (
-    "enabled",
-    "omega_preset",
-    "omega_custom",
-    "tau_start_percent",
-    "tau_end_percent",
-    "reference_frame",
-)
+#: What :func:`parse_percent` accepts.
+PERCENT_ALLOWED = "a number of percent from 0 to 100"
 
 
 @dataclass(frozen=True)
@@ -126,21 +119,14 @@ class RectifyParams:
     reference_frame: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "enabled", _check_bool("enabled", self.enabled))
-        object.__setattr__(self, "omega", _check_omega(self.omega))
-        object.__setattr__(self, "tau", _check_tau(self.tau))
-        object.__setattr__(self, "reference_frame", _check_reference_frame(self.reference_frame))
+        for spec in FIELDS:
+            object.__setattr__(self, spec.name, check_field(spec.name, getattr(self, spec.name)))
 
     # ------------------------------------------------------------------ views
     @property
     def active(self) -> bool:
         """True when rectification changes anything (enabled and a non-empty window)."""
         return self.enabled and self.tau[0] < self.tau[1]
-
-    @property
-    def omega_preset(self) -> str:
-        """The UI's preset entry: a preset name, or :data:`CUSTOM_OMEGA`."""
-        return self.omega if isinstance(self.omega, str) else CUSTOM_OMEGA
 
     @property
     def omega_text(self) -> str:
@@ -165,18 +151,6 @@ class RectifyParams:
             "tau": [self.tau[0], self.tau[1]],
             "reference_frame": self.reference_frame,
         }
-
-    def to_positional(self) -> list[Any]:
-        """Values in :data:`POSITIONAL_ARGS` order (the UI's components)."""
-        custom = "" if isinstance(self.omega, str) else self.omega_text
-        return [
-            self.enabled,
-            self.omega_preset,
-            custom,
-            fraction_to_percent(self.tau[0]),
-            fraction_to_percent(self.tau[1]),
-            self.reference_frame,
-        ]
 
     def to_infotext(self) -> dict[str, str]:
         """Entries for the result's parameters; empty when disabled."""
@@ -203,67 +177,9 @@ class RectifyParams:
         for name, raw in data.items():
             if name == "omega" and isinstance(raw, str):
                 values[name] = parse_omega_text(raw, field_name="omega")
-            elif name == "tau":
-                values[name] = _tau_from_api(raw)
             else:
                 values[name] = raw
         return cls(**values)
-
-    @classmethod
-    def from_positional(cls, values: Sequence[Any]) -> RectifyParams:
-        """Parse the positional form (:data:`POSITIONAL_ARGS`; missing trailing = default)."""
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-            raise RectifyError("args", values, "expected a list of positional values")
-        if len(values) > len(POSITIONAL_ARGS):
-            raise RectifyError(
-                "args",
-                list(values),
-                f"at most {len(POSITIONAL_ARGS)} positional values: {', '.join(POSITIONAL_ARGS)}",
-            )
-        defaults = cls().to_positional()
-        merged = dict(zip(POSITIONAL_ARGS, defaults, strict=True))
-        merged.update(zip(POSITIONAL_ARGS[: len(values)], values, strict=True))
-
-        preset = merged["omega_preset"]
-        if not isinstance(preset, str):
-            raise RectifyError(
-                "omega_preset", preset, f"one of {', '.join([*OMEGA_PRESETS, CUSTOM_OMEGA])}"
-            )
-        key = preset.strip().lower()
-        if key == CUSTOM_OMEGA:
-            custom = merged["omega_custom"]
-            if not isinstance(custom, str):
-                raise RectifyError("omega_custom", custom, "text such as '1, 0.8, 0.5'")
-            omega: Omega = parse_omega_text(custom, field_name="omega_custom", allow_preset=False)
-        elif key in OMEGA_PRESETS:
-            omega = key
-        else:
-            raise RectifyError(
-                "omega_preset", preset, f"one of {', '.join([*OMEGA_PRESETS, CUSTOM_OMEGA])}"
-            )
-        start = _percent("tau_start_percent", merged["tau_start_percent"])
-        end = _percent("tau_end_percent", merged["tau_end_percent"])
-        return cls(
-            enabled=merged["enabled"],
-            omega=omega,
-            tau=(start, end),
-            reference_frame=merged["reference_frame"],
-        )
-
-    @classmethod
-    def from_script_args(cls, args: Sequence[Any]) -> RectifyParams:
-        """Parse what the host passes to a script: a dict first (API) or positional values.
-
-        The API copies the request's args slot by slot over the ``ui()`` defaults, so a
-        dict in the first slot is followed by UI defaults that are ignored.
-        """
-        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
-            raise RectifyError("args", args, "expected a list of script arguments")
-        if len(args) == 0:
-            return cls()
-        if isinstance(args[0], Mapping):
-            return cls.from_api(args[0])
-        return cls.from_positional(args)
 
     @classmethod
     def from_infotext(cls, entries: Mapping[str, Any]) -> RectifyParams:
@@ -302,9 +218,9 @@ class RectifyParams:
         ``name`` is a field name or ``tau_start_percent`` / ``tau_end_percent``.
         """
         if name == "tau_start_percent":
-            return replace(self, tau=(_percent(name, value), self.tau[1]))
+            return replace(self, tau=(parse_percent(name, value), self.tau[1]))
         if name == "tau_end_percent":
-            return replace(self, tau=(self.tau[0], _percent(name, value)))
+            return replace(self, tau=(self.tau[0], parse_percent(name, value)))
         if name not in FIELDS_BY_NAME:
             raise RectifyError("override", name, f"one of {', '.join(FIELDS_BY_NAME)}")
         if isinstance(value, str):
@@ -319,79 +235,9 @@ class RectifyParams:
         return replace(self, **{name: value})
 
 
-# ---------------------------------------------------------------------- helpers
-_BOOL_TEXT = {"true": True, "false": False, "on": True, "off": False, "yes": True, "no": False}
-_SEPARATORS = re.compile(r"[,;\s]+")
-
-
-def parse_bool_text(text: Any, field_name: str = "enabled") -> bool:
-    """Read True/False (also on/off, yes/no) as written in infotext and XYZ cells."""
-    if isinstance(text, bool):
-        return text
-    if isinstance(text, str) and text.strip().lower() in _BOOL_TEXT:
-        return _BOOL_TEXT[text.strip().lower()]
-    raise RectifyError(field_name, text, "True or False")
-
-
-def parse_omega_text(text: Any, field_name: str = "omega", allow_preset: bool = True) -> Omega:
-    """Read ω from text: a preset name, one number, or a list like ``1, 0.8, 0.5``.
-
-    Brackets make a list even of one number (``[0.5]``), so the text written by
-    :func:`format_omega` reads back to the same value.
-    """
-    if not isinstance(text, str):
-        raise RectifyError(field_name, text, "text: a preset name, a number or a list")
-    stripped = text.strip()
-    lowered = stripped.lower()
-    if allow_preset and lowered in OMEGA_PRESETS:
-        return lowered
-    bracketed = stripped.startswith("[") and stripped.endswith("]")
-    body = stripped[1:-1] if bracketed else stripped
-    parts = [p for p in _SEPARATORS.split(body.strip()) if p]
-    what = (
-        f"a preset ({', '.join(OMEGA_PRESETS)}), " if allow_preset else ""
-    ) + "one number in [0, 1] or a list of numbers in [0, 1] such as '1, 0.8, 0.5'"
-    if not parts:
-        raise RectifyError(field_name, text, f"empty; expected {what}")
-    if len(parts) > MAX_OMEGA_VALUES:
-        raise RectifyError(field_name, text, f"at most {MAX_OMEGA_VALUES} values")
-    numbers = []
-    for part in parts:
-        try:
-            numbers.append(float(part))
-        except ValueError:
-            raise RectifyError(field_name, text, f"'{part}' is not a number; expected {what}")
-    for number in numbers:
-        if not (math.isfinite(number) and 0.0 <= number <= 1.0):
-            raise RectifyError(field_name, text, f"every value must be in [0, 1]; expected {what}")
-    if len(numbers) == 1 and not bracketed:
-        return numbers[0]
-    return tuple(numbers)
-
-
-def format_omega(omega: Omega) -> str:
-    """ω as text that :func:`parse_omega_text` reads back to the same value."""
-    if isinstance(omega, str):
-        return omega
-    if isinstance(omega, tuple):
-        return "[" + ", ".join(repr(v) for v in omega) + "]"
-    return repr(omega)
-
-
-def _pct(fraction: float) -> str:
-    return f"{fraction_to_percent(fraction):g}"
-
-
+# ------------------------------------------------------- validators, one per field
 def _is_real(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if type(value).__name__ == "bool_" and value in (True, False):  # numpy.bool_
-        return bool(value)
-    raise RectifyError(name, value, "true or false")
 
 
 def _check_number(name: str, value: Any, low: float, high: float, allowed: str) -> float:
@@ -404,6 +250,14 @@ def _check_number(name: str, value: Any, low: float, high: float, allowed: str) 
     if not (math.isfinite(number) and low <= number <= high):
         raise RectifyError(name, value, allowed)
     return number
+
+
+def _check_enabled(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ == "bool_" and value in (True, False):  # numpy.bool_
+        return bool(value)
+    raise RectifyError("enabled", value, FIELDS_BY_NAME["enabled"].allowed)
 
 
 def _check_omega(value: Any) -> Omega:
@@ -431,12 +285,6 @@ def _check_tau(value: Any) -> tuple[float, float]:
     return (start, end)
 
 
-def _tau_from_api(value: Any) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)):
-        raise RectifyError("tau", value, FIELDS_BY_NAME["tau"].allowed)
-    return _check_tau(value)
-
-
 def _check_reference_frame(value: Any) -> int:
     allowed = FIELDS_BY_NAME["reference_frame"].allowed
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -456,14 +304,100 @@ def _check_reference_frame(value: Any) -> int:
     return number
 
 
-def _percent(name: str, value: Any) -> float:
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _check_enabled,
+    "omega": _check_omega,
+    "tau": _check_tau,
+    "reference_frame": _check_reference_frame,
+}
+
+
+def check_field(name: str, value: Any) -> Any:
+    """The one validator of field ``name``: the normalised value, or :class:`RectifyError`.
+
+    The constructor runs it on every field; a reader of another form (text, percent,
+    a host's own form) calls it too when it words the refusal in that form's terms,
+    so that no form has rules of its own.
+    """
+    if name not in _VALIDATORS:
+        raise RectifyError("field", name, f"one of {', '.join(FIELDS_BY_NAME)}")
+    return _VALIDATORS[name](value)
+
+
+# ------------------------------------------------------------------- text readers
+_BOOL_TEXT = {"true": True, "false": False, "on": True, "off": False, "yes": True, "no": False}
+_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def parse_bool_text(text: Any, field_name: str = "enabled") -> bool:
+    """Read True/False (also on/off, yes/no) as written in infotext and XYZ cells."""
+    if isinstance(text, bool):
+        return text
+    if isinstance(text, str) and text.strip().lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[text.strip().lower()]
+    raise RectifyError(field_name, text, "True or False")
+
+
+def parse_omega_text(text: Any, field_name: str = "omega", allow_preset: bool = True) -> Omega:
+    """Read ω from text: a preset name, one number, or a list like ``1, 0.8, 0.5``.
+
+    Brackets make a list even of one number (``[0.5]``), so the text written by
+    :func:`format_omega` reads back to the same value.
+    """
+    if not isinstance(text, str):
+        raise RectifyError(field_name, text, "text: a preset name, a number or a list")
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if allow_preset and lowered in OMEGA_PRESETS:
+        return check_field("omega", lowered)
+    bracketed = stripped.startswith("[") and stripped.endswith("]")
+    body = stripped[1:-1] if bracketed else stripped
+    parts = [p for p in _SEPARATORS.split(body.strip()) if p]
+    what = (
+        f"a preset ({', '.join(OMEGA_PRESETS)}), " if allow_preset else ""
+    ) + "one number in [0, 1] or a list of numbers in [0, 1] such as '1, 0.8, 0.5'"
+    numbers = []
+    for part in parts:
+        try:
+            numbers.append(float(part))
+        except ValueError:
+            raise RectifyError(field_name, text, f"'{part}' is not a number; expected {what}")
+    value = numbers[0] if len(numbers) == 1 and not bracketed else tuple(numbers)
+    try:
+        return check_field("omega", value)
+    except RectifyError:
+        if not numbers:
+            reason = f"empty; expected {what}"
+        elif len(numbers) > MAX_OMEGA_VALUES:
+            reason = f"at most {MAX_OMEGA_VALUES} values"
+        else:
+            reason = f"every value must be in [0, 1]; expected {what}"
+        raise RectifyError(field_name, text, reason) from None
+
+
+def parse_percent(name: str, value: Any) -> float:
+    """Read one end of τ given in percent of the steps (a number, or text such as ``20%``).
+
+    Returns the fraction that ``tau`` holds; ``name`` is the form's name for the value.
+    """
     if isinstance(value, str):
         try:
             value = float(value.strip().rstrip("%"))
         except ValueError:
-            raise RectifyError(name, value, "a number of percent from 0 to 100")
-    percent = _check_number(name, value, 0.0, 100.0, "a number of percent from 0 to 100")
-    return float(Decimal(repr(percent)) / 100)
+            raise RectifyError(name, value, PERCENT_ALLOWED)
+    if not _is_real(value):
+        raise RectifyError(name, value, PERCENT_ALLOWED)
+    try:
+        fraction = percent_to_fraction(value)
+        # A valid end of τ is one that makes a valid (empty) window on its own.
+        return check_field("tau", (fraction, fraction))[0]
+    except (RectifyError, OverflowError, ValueError):
+        raise RectifyError(name, value, PERCENT_ALLOWED) from None
+
+
+def percent_to_fraction(percent: float) -> float:
+    """Shift the decimal point rather than divide, so 1.3 reads as 0.013 exactly as typed."""
+    return float(Decimal(repr(float(percent))) / 100) + 0.0  # + 0.0: no -0.0
 
 
 def fraction_to_percent(fraction: float) -> float:
@@ -487,7 +421,7 @@ def _int_text(name: str, text: Any) -> int:
 def _tau_text(name: str, text: Any) -> tuple[float, float]:
     if not isinstance(text, str):
         if isinstance(text, (list, tuple)):
-            return _check_tau(text)
+            return check_field("tau", text)
         raise RectifyError(name, text, "[start, end] such as [0.0, 0.6]")
     try:
         value = json.loads(text)
@@ -496,9 +430,23 @@ def _tau_text(name: str, text: Any) -> tuple[float, float]:
     if not isinstance(value, list):
         raise RectifyError(name, text, "[start, end] such as [0.0, 0.6]")
     try:
-        return _check_tau(value)
+        return check_field("tau", value)
     except RectifyError as error:
         raise RectifyError(name, text, error.allowed) from None
+
+
+# ---------------------------------------------------------------------- writers
+def format_omega(omega: Omega) -> str:
+    """ω as text that :func:`parse_omega_text` reads back to the same value."""
+    if isinstance(omega, str):
+        return omega
+    if isinstance(omega, tuple):
+        return "[" + ", ".join(repr(v) for v in omega) + "]"
+    return repr(omega)
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction_to_percent(fraction):g}"
 
 
 class _Len:

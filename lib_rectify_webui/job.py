@@ -44,6 +44,7 @@ from lib_rectify import Rectifier, RectifyError, RectifyParams
 from lib_rectify.schedule import alpha_cumprod_at
 
 from . import animatediff, infotext
+from .args import from_script_args
 from .sampler_plan import CallLabeler, SamplerPlan, plan_sampler
 
 #: Attribute on the job (``p``) that holds its :class:`JobState`.
@@ -176,7 +177,7 @@ def finish(p: Any) -> None:
 
 def parse_job_params(p: Any, args: tuple | list) -> RectifyParams:
     """The script's arguments, then the XYZ overrides stored on this job's copy."""
-    params = RectifyParams.from_script_args(list(args))
+    params = from_script_args(list(args))
     for name, value in dict(getattr(p, OVERRIDES_ATTR, {}) or {}).items():
         params = params.with_override(name, value)
     return params

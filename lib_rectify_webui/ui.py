@@ -17,37 +17,23 @@ from typing import Any
 import gradio as gr
 
 from lib_rectify import (
-    CUSTOM_OMEGA,
     FIELDS_BY_NAME,
-    OMEGA_PRESETS,
     VERSION_INFOTEXT_KEY,
     RectifyError,
     RectifyParams,
     fraction_to_percent,
 )
 
+from . import args
 from .curve import frames_from_animatediff, preview_html
 
 TITLE = "Noise Rectification"
 REFERENCE_CHOICES = ("first", "last", "index")
 
-HINTS = {
-    "enabled": FIELDS_BY_NAME["enabled"].hint,
-    "omega_preset": FIELDS_BY_NAME["omega"].hint,
-    "omega_custom": "Your own ω per frame, e.g. '1, 0.8, 0.5': numbers in [0, 1], stretched "
-    "linearly over the video. Typing here selects 'custom'.",
-    "tau_start": "Window start, in percent of the sampling steps. " + FIELDS_BY_NAME["tau"].hint,
-    "tau_end": "Window end, in percent of the sampling steps. Longer = closer to the picture, "
-    "less motion. " + FIELDS_BY_NAME["tau"].hint,
-    "reference_choice": FIELDS_BY_NAME["reference_frame"].hint,
-    "reference_frame": FIELDS_BY_NAME["reference_frame"].hint
-    + " Any index works; negative counts from the end.",
-}
-
 
 def params_or_error(*values: Any) -> RectifyParams | RectifyError:
     try:
-        return RectifyParams.from_positional(list(values))
+        return args.from_positional(list(values))
     except RectifyError as error:
         return error
 
@@ -98,8 +84,8 @@ def build(script: Any, is_img2img: bool, animatediff_components: Mapping[str, An
             )
         with gr.Row():
             preset = gr.Radio(
-                choices=[*OMEGA_PRESETS, CUSTOM_OMEGA],
-                value=defaults.omega_preset,
+                choices=list(args.PRESET_CHOICES),
+                value=args.omega_preset(defaults),
                 label=FIELDS_BY_NAME["omega"].label,
                 elem_id=elem("omega_preset"),
             )
@@ -147,7 +133,7 @@ def build(script: Any, is_img2img: bool, animatediff_components: Mapping[str, An
         )
         gr.HTML(
             '<script type="application/json" class="nr-hints">'
-            + escape(json.dumps({elem(k): v for k, v in HINTS.items()}), quote=False)
+            + escape(json.dumps({elem(k): v for k, v in args.HINTS.items()}), quote=False)
             + "</script>",
             visible=False,
             elem_id=elem("hints"),
@@ -155,7 +141,7 @@ def build(script: Any, is_img2img: bool, animatediff_components: Mapping[str, An
 
     # ----- behaviour (UI only; nothing here is global or per-job state)
     custom.input(
-        fn=lambda _text: CUSTOM_OMEGA, inputs=[custom], outputs=[preset], show_progress=False
+        fn=lambda _text: args.CUSTOM_OMEGA, inputs=[custom], outputs=[preset], show_progress=False
     )
     reference_choice.input(
         fn=lambda choice, current: {"first": 0, "last": -1}.get(
@@ -197,8 +183,8 @@ def build(script: Any, is_img2img: bool, animatediff_components: Mapping[str, An
 
     script.infotext_fields = [
         (enabled, _enabled_from_infotext),
-        (preset, _quiet(lambda p: p.omega_preset)),
-        (custom, _quiet(lambda p: "" if isinstance(p.omega, str) else p.omega_text)),
+        (preset, _quiet(args.omega_preset)),
+        (custom, _quiet(args.omega_custom)),
         (tau_start, _quiet(lambda p: fraction_to_percent(p.tau[0]))),
         (tau_end, _quiet(lambda p: fraction_to_percent(p.tau[1]))),
         (reference_frame, _quiet(lambda p: p.reference_frame)),

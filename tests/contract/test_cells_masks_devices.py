@@ -14,6 +14,7 @@ import fake_host as host
 SCRIPT = host.install()
 from lib_rectify import RectifyParams  # noqa: E402
 from lib_rectify_webui import infotext, job, xyz  # noqa: E402
+from lib_rectify_webui.args import from_positional  # noqa: E402
 
 Script = SCRIPT.NoiseRectificationScript
 
@@ -52,7 +53,7 @@ def _restored(entries) -> RectifyParams:
         values[id(c)] if values[id(c)] is not None else d
         for c, d in zip(components, defaults, strict=True)
     ]
-    return RectifyParams.from_positional(restored)
+    return from_positional(restored)
 
 
 def test_a_cell_with_rectification_off_carries_nothing_from_the_cell_before():

@@ -14,8 +14,9 @@ import torch
 import fake_host as host
 
 SCRIPT = host.install()
-from lib_rectify import POSITIONAL_ARGS, RectifyError, RectifyParams  # noqa: E402
+from lib_rectify import RectifyError, RectifyParams  # noqa: E402
 from lib_rectify_webui import infotext, job, xyz  # noqa: E402
+from lib_rectify_webui.args import POSITIONAL_ARGS, from_positional  # noqa: E402
 
 Script = SCRIPT.NoiseRectificationScript
 STILL = {"enabled": True, "omega": "still", "tau": [0.0, 1.0]}
@@ -56,7 +57,7 @@ def test_ui_returns_the_positional_order_and_is_idempotent():
         c.elem_id and c.elem_id.startswith("script_img2img_noise_rectification_") for c in first
     )
     # the defaults the API copies over are the core's defaults
-    assert RectifyParams.from_positional([c.value for c in first]) == RectifyParams()
+    assert from_positional([c.value for c in first]) == RectifyParams()
 
 
 def test_every_control_has_a_hover_hint():
@@ -134,7 +135,7 @@ def test_infotext_round_trip_restores_every_control():
     components = script.ui(True)
     values = {id(c): fn(entries) for c, fn in script.infotext_fields}
     restored = [values[id(c)] for c in components]
-    assert RectifyParams.from_positional(restored) == wanted
+    assert from_positional(restored) == wanted
 
 
 def test_infotext_without_our_keys_disables_and_leaves_the_rest():

@@ -1,4 +1,8 @@
-"""lib_rectify must never import the WebUI (modules, launch) or gradio."""
+"""lib_rectify must never import the WebUI (modules, launch) or gradio, nor carry its forms.
+
+lib_rectify_webui/args.py (the WebUI's forms of the settings) must not import them
+either, so that it can be tested without a WebUI.
+"""
 
 from __future__ import annotations
 
@@ -38,3 +42,23 @@ def test_importing_the_core_loads_no_host_module():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == ""
+
+
+def test_webui_args_import_no_host_module():
+    assert not _imported_roots(ROOT / "lib_rectify_webui" / "args.py") & FORBIDDEN
+    code = (
+        "import sys, lib_rectify_webui.args;"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FORBIDDEN)!r});"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_core_settings_carry_no_webui_form():
+    """The ui() positional order, script-args slots and AnimateDiff hints are the WebUI's."""
+    text = (ROOT / "lib_rectify" / "params.py").read_text(encoding="utf-8")
+    for word in ("AnimateDiff", "positional", "script_args", "CUSTOM_OMEGA", "omega_preset"):
+        assert word not in text, word

@@ -6,13 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lib_rectify.params as core
 from lib_rectify import (
     FIELDS,
     MAX_OMEGA_VALUES,
-    POSITIONAL_ARGS,
     RectifyError,
     RectifyParams,
+    check_field,
+    fraction_to_percent,
     parse_omega_text,
+    parse_percent,
+    percent_to_fraction,
 )
 
 unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
@@ -95,28 +99,78 @@ def test_bad_api_values_name_field_value_and_what_is_allowed(data, field, fragme
     assert field in message and fragment in message
 
 
-def test_positional_form_follows_the_ui_order():
-    assert POSITIONAL_ARGS[0] == "enabled"
-    p = RectifyParams.from_positional([True, "custom", "1, 0.8, 0.5", 10, 70, -1])
-    assert p == RectifyParams(
-        enabled=True, omega=(1.0, 0.8, 0.5), tau=(0.1, 0.7), reference_frame=-1
-    )
-    assert RectifyParams.from_positional([True, "free"]).omega == "free"
-    assert RectifyParams.from_positional([True, "still", "garbage ignored"]).omega == "still"
-    with pytest.raises(RectifyError, match="omega_custom"):
-        RectifyParams.from_positional([True, "custom", "1, nope"])
-    with pytest.raises(RectifyError, match="tau_end_percent"):
-        RectifyParams.from_positional([True, "paper", "", 0, 150])
-    with pytest.raises(RectifyError, match="at most 6"):
-        RectifyParams.from_positional([True, "paper", "", 0, 60, 0, "extra"])
+def test_one_validator_per_field_is_what_the_constructor_runs():
+    assert list(core._VALIDATORS) == [f.name for f in FIELDS]
+    assert check_field("omega", " Still ") == "still"
+    assert check_field("tau", [0, 1]) == (0.0, 1.0)
+    with pytest.raises(RectifyError, match="reference_frame"):
+        check_field("reference_frame", 0.5)
+    with pytest.raises(RectifyError, match="one of enabled, omega"):
+        check_field("strength", 1)
 
 
-def test_script_args_dict_first_wins_over_ui_defaults():
-    defaults = RectifyParams().to_positional()
-    args = [{"enabled": True, "omega": "still"}, *defaults[1:]]
-    assert RectifyParams.from_script_args(args) == RectifyParams(enabled=True, omega="still")
-    assert RectifyParams.from_script_args([]) == RectifyParams()
-    assert RectifyParams.from_script_args(defaults) == RectifyParams()
+@pytest.fixture
+def validator_calls(monkeypatch):
+    """Records which fields' validators ran (by field name)."""
+    calls: list[str] = []
+    for name, check in list(core._VALIDATORS.items()):
+
+        def recording(value, name=name, check=check):
+            calls.append(name)
+            return check(value)
+
+        monkeypatch.setitem(core._VALIDATORS, name, recording)
+    return calls
+
+
+def test_every_parse_path_ends_in_each_fields_validator(validator_calls):
+    every = {f.name for f in FIELDS}
+    text = RectifyParams(enabled=True, omega=(1.0, 0.5), tau=(0.1, 0.7)).to_infotext()
+    paths = {
+        "from_api": lambda: RectifyParams.from_api({"omega": "1, 0.5", "tau": [0.1, 0.7]}),
+        "from_infotext": lambda: RectifyParams.from_infotext(text),
+        "with_override": lambda: RectifyParams().with_override("tau_end_percent", "70"),
+        "constructor": lambda: RectifyParams(enabled=True),
+    }
+    for path, parse in paths.items():
+        validator_calls.clear()
+        parse()
+        assert set(validator_calls) == every, path
+
+
+def test_text_readers_refuse_through_the_fields_validator(validator_calls):
+    """A reader words the refusal in its form's terms, but the rule is the validator's."""
+    for read in (
+        lambda: parse_omega_text("1, 1.5", field_name="NR omega"),
+        lambda: parse_percent("tau_end_percent", "150"),
+        lambda: RectifyParams.from_infotext({"NR tau": "[0.7, 0.2]"}),
+    ):
+        validator_calls.clear()
+        with pytest.raises(RectifyError):
+            read()
+        assert validator_calls, read
+
+
+def test_percent_readers_keep_their_wording():
+    assert parse_percent("tau_start_percent", " 20% ") == 0.2
+    assert parse_percent("x", 1.3) == 0.013 == percent_to_fraction(1.3)
+    assert parse_percent("x", "-0") == 0.0 and str(parse_percent("x", "-0")) == "0.0"
+    for bad in (150, "150", -1, "x", None, True, math.nan, math.inf, 10**400):
+        with pytest.raises(RectifyError) as info:
+            parse_percent("tau_end_percent", bad)
+        assert info.value.field == "tau_end_percent"
+        assert info.value.allowed == "a number of percent from 0 to 100"
+
+
+@given(st.integers(0, 100_000))
+def test_percent_and_fraction_are_inverse_on_the_ui_grid(thousandths):
+    percent = thousandths / 1000
+    assert fraction_to_percent(percent_to_fraction(percent)) == percent
+
+
+def test_core_hints_name_no_host():
+    for f in FIELDS:
+        assert "AnimateDiff" not in f.hint and "WebUI" not in f.hint, f.name
 
 
 def test_infotext_round_trip_and_disabled_writes_nothing():
@@ -151,39 +205,18 @@ def test_overrides_parse_xyz_text():
 @given(params_strategy)
 def test_round_trips_are_exact(p):
     assert RectifyParams.from_api(p.to_api()) == p
-    assert RectifyParams.from_script_args([p.to_api()]) == p
     if p.enabled:
         assert RectifyParams.from_infotext(p.to_infotext()) == p
     assert parse_omega_text(p.omega_text) == p.omega
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.builds(
-        RectifyParams,
-        enabled=st.booleans(),
-        omega=omegas,
-        tau=st.tuples(st.integers(0, 1000), st.integers(0, 1000)).map(
-            lambda t: (min(t) / 1000, max(t) / 1000)
-        ),
-        reference_frame=st.integers(-64, 63),
-    )
-)
-def test_positional_round_trip_on_the_ui_grid(p):
-    assert RectifyParams.from_positional(p.to_positional()) == p
-
-
 @settings(max_examples=400, deadline=None)
 @given(json_values)
 def test_api_parser_raises_only_the_documented_error(value):
-    for attempt in (
-        lambda: RectifyParams.from_api(value),
-        lambda: RectifyParams.from_script_args([value]),
-    ):
-        try:
-            attempt()
-        except RectifyError:
-            pass
+    try:
+        RectifyParams.from_api(value)
+    except RectifyError:
+        pass
 
 
 @settings(max_examples=400, deadline=None)
@@ -195,15 +228,6 @@ def test_api_parser_raises_only_the_documented_error(value):
 def test_api_dict_parser_raises_only_the_documented_error(data):
     try:
         RectifyParams.from_api(data)
-    except RectifyError:
-        pass
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.lists(json_values, max_size=8))
-def test_positional_parser_raises_only_the_documented_error(values):
-    try:
-        RectifyParams.from_positional(values)
     except RectifyError:
         pass
 

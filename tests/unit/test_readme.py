@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib_rectify import FIELDS, OMEGA_PRESETS, POSITIONAL_ARGS, RectifyParams, fraction_to_percent
+from lib_rectify import FIELDS, OMEGA_PRESETS, RectifyParams, fraction_to_percent
+from lib_rectify_webui.args import POSITIONAL_ARGS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
