@@ -1,0 +1,281 @@
+"""One call: a picture and a stock diffusers video pipeline in, a rectified video out."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from lib_rectify import RectifyError, RectifyParams
+
+from . import schedulers as sch
+from .hook import SchedulerHook, hooked_scheduler
+
+#: Pipelines whose loop the hook was checked against (diffusers 0.42.1).
+PIPELINES = ("AnimateDiffPipeline", "AnimateDiffSDXLPipeline", "TextToVideoSDPipeline")
+
+
+def as_params(params: RectifyParams | Mapping[str, Any] | None) -> RectifyParams:
+    """``RectifyParams``, or its dict form (the WebUI API's keys); ``None`` = enabled defaults."""
+    if params is None:
+        return RectifyParams(enabled=True)
+    if isinstance(params, RectifyParams):
+        return params
+    if isinstance(params, Mapping):
+        return RectifyParams.from_api({"enabled": True, **params})
+    raise RectifyError("params", type(params).__name__, "RectifyParams or a dict of its fields")
+
+
+def encode_picture(
+    pipe: Any, image: Any, height: int, width: int, generator: Any = None
+) -> torch.Tensor:
+    """The picture's latent ``Z`` ``[1, C, h, w]``: one VAE encoding (its mean), scaled.
+
+    The paper encodes the picture once and repeats it; the posterior mean keeps the
+    result independent of the random state.
+    """
+    from diffusers.image_processor import VaeImageProcessor
+
+    vae = pipe.vae
+    processor = VaeImageProcessor(vae_scale_factor=pipe.vae_scale_factor)
+    pixels = processor.preprocess(image, height=height, width=width)
+    if pixels.shape[0] != 1:
+        raise RectifyError("image", f"{pixels.shape[0]} images", "one picture")
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        with torch.no_grad():
+            posterior = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+            latent = posterior.mode()
+    finally:
+        if upcast:
+            vae.to(dtype)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latent - shift) * vae.config.scaling_factor).to(dtype)
+
+
+def start_index(steps: int, strength: float) -> int:
+    """How many of ``steps`` to skip for ``strength`` (as diffusers' img2img pipelines do)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+        raise RectifyError("strength", strength, "a number in (0, 1]")
+    if not (math.isfinite(strength) and 0.0 < strength <= 1.0):
+        raise RectifyError("strength", strength, "a number in (0, 1]")
+    kept = min(int(steps * strength), steps)
+    if kept < 1:
+        raise RectifyError(
+            "strength", strength, f"large enough to keep one of {steps} steps (≥ {1 / steps:g})"
+        )
+    return steps - kept
+
+
+def start_latents(
+    scheduler: Any,
+    clean: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    num_inference_steps: int,
+    strength: float = 1.0,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, int]:
+    """The paper's noising stage for ``scheduler``: ``Z`` noised to the first timestep.
+
+    Returns what to pass as the pipeline's ``latents`` (divided by ``init_noise_sigma``,
+    which the pipeline multiplies back) and the first step's schedule position.
+    ``clean`` and ``noise`` are ``[B, C, L, h, w]``.
+    """
+    facts = sch.facts_for(scheduler)
+    first = start_index(num_inference_steps, strength)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    t0 = scheduler.timesteps[first]
+    abar = sch.alpha_cumprod(scheduler, facts, first, t0, noise.device)
+    x = abar.sqrt() * clean.to(torch.float32) + (1 - abar).sqrt() * noise.to(torch.float32)
+    sample = sch.from_vp(x, facts, abar)
+    return (sample / float(scheduler.init_noise_sigma)).to(noise.dtype), first
+
+
+def _batch_size(prompt: Any, prompt_embeds: Any) -> int:
+    if prompt_embeds is not None:
+        return int(prompt_embeds.shape[0])
+    if isinstance(prompt, list):
+        return len(prompt)
+    return 1
+
+
+#: Per-prompt tensors a pipeline may be given instead of prompts (the SDXL one adds pooled).
+EMBEDDINGS = (
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+)
+
+
+def repeat_per_prompt(prompt: Any, kwargs: dict[str, Any], copies: int) -> Any:
+    """Each prompt ``copies`` times over: several videos per prompt.
+
+    The AnimateDiff pipelines of diffusers 0.42.1 set ``num_videos_per_prompt = 1``
+    whatever they are given, and ModelScope's has no such argument; repeating the
+    prompts (and negative prompts and embeddings alongside) gives every pipeline the
+    same batch of videos. Returns the new prompt; ``kwargs`` is updated in place.
+    """
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise RectifyError("num_videos_per_prompt", copies, "a whole number ≥ 1")
+    if copies == 1:
+        return prompt
+
+    def repeat(value: Any) -> Any:
+        if isinstance(value, str):
+            return [value] * copies
+        if isinstance(value, list):
+            return [item for item in value for _ in range(copies)]
+        return value
+
+    for name in EMBEDDINGS:
+        if kwargs.get(name) is not None:
+            kwargs[name] = kwargs[name].repeat_interleave(copies, dim=0)
+    if prompt is not None and kwargs.get("negative_prompt") is not None:
+        kwargs["negative_prompt"] = repeat(kwargs["negative_prompt"])
+    for name in ("prompt_2", "negative_prompt_2"):
+        if kwargs.get(name) is not None:
+            kwargs[name] = repeat(kwargs[name])
+    return repeat(prompt)
+
+
+def image_to_video(
+    pipe: Any,
+    image: Any = None,
+    params: RectifyParams | Mapping[str, Any] | None = None,
+    *,
+    prompt: Any = None,
+    num_frames: int = 16,
+    num_inference_steps: int = 25,
+    strength: float = 1.0,
+    height: int | None = None,
+    width: int | None = None,
+    num_videos_per_prompt: int = 1,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    reference_latent: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    **pipe_kwargs: Any,
+) -> Any:
+    """Animate ``image`` with ``pipe`` (a stock diffusers video pipeline), keeping the picture.
+
+    The picture is encoded once, repeated over ``num_frames`` frames and noised to the
+    first timestep of ``pipe.scheduler`` (the paper's noising stage; ``strength`` < 1
+    starts later in the schedule). The pipeline then runs as usual, with its guided
+    noise prediction rectified inside the window τ of ``params``: ω per frame, the
+    reference frame exact. Everything else (prompt, guidance, IP-Adapter images,
+    ``output_type`` ...) goes to the pipeline unchanged; its output is returned.
+
+    ``reference_latent`` (``[1, C, h, w]``, already scaled) replaces ``image``;
+    ``noise`` (``[B, C, L, h, w]``) replaces the random per-frame noise. Disabled
+    ``params`` or an empty window give exactly the stock pipeline started from the
+    same latents.
+    """
+    params = as_params(params)
+    name = type(pipe).__name__
+    if not hasattr(pipe, "scheduler") or not hasattr(pipe, "vae"):
+        raise RectifyError("pipe", name, "a diffusers video pipeline: " + ", ".join(PIPELINES))
+    for flag, what in (("free_init_enabled", "FreeInit"), ("free_noise_enabled", "FreeNoise")):
+        if getattr(pipe, flag, False):
+            raise RectifyError(
+                what,
+                "enabled",
+                f"disabled (pipe.{'disable_free_init' if what == 'FreeInit' else 'disable_free_noise'}())",
+            )
+    if "latents" in pipe_kwargs:
+        raise RectifyError(
+            "latents", "given", "not given: the start latents are the noised picture"
+        )
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise RectifyError("num_frames", num_frames, "a whole number ≥ 1")
+    if (
+        isinstance(num_inference_steps, bool)
+        or not isinstance(num_inference_steps, int)
+        or num_inference_steps < 1
+    ):
+        raise RectifyError("num_inference_steps", num_inference_steps, "a whole number ≥ 1")
+    unet = pipe.unet
+    scale = pipe.vae_scale_factor
+    sample_size = unet.config.sample_size
+    if isinstance(sample_size, (list, tuple)):
+        sample_size = sample_size[0]
+    height = height or sample_size * scale
+    width = width or sample_size * scale
+    device = getattr(pipe, "_execution_device", unet.device)
+    dtype = unet.dtype
+
+    if reference_latent is None:
+        if image is None:
+            raise RectifyError("image", None, "a picture (PIL image, array or tensor)")
+        reference_latent = encode_picture(pipe, image, height, width)
+    if reference_latent.ndim == 3:
+        reference_latent = reference_latent[None]
+    expected = (unet.config.in_channels, height // scale, width // scale)
+    if reference_latent.ndim != 4 or tuple(reference_latent.shape[1:]) != expected:
+        raise RectifyError(
+            "reference_latent",
+            tuple(reference_latent.shape),
+            f"[1, {', '.join(map(str, expected))}]",
+        )
+    pipe_kwargs = dict(pipe_kwargs)
+    prompt = repeat_per_prompt(prompt, pipe_kwargs, num_videos_per_prompt)
+    videos = _batch_size(prompt, pipe_kwargs.get("prompt_embeds"))
+    clean = reference_latent.to(device=device, dtype=dtype)[:, :, None]
+    clean = clean.expand(videos, -1, num_frames, -1, -1).contiguous()
+    if noise is None:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        noise = randn_tensor(tuple(clean.shape), generator=generator, device=device, dtype=dtype)
+    elif tuple(noise.shape) != tuple(clean.shape):
+        raise RectifyError("noise", tuple(noise.shape), f"{tuple(clean.shape)} ([B, C, L, h, w])")
+
+    scheduler = pipe.scheduler
+    latents, first = start_latents(
+        scheduler,
+        clean,
+        noise.to(device=device, dtype=dtype),
+        num_inference_steps=num_inference_steps,
+        strength=strength,
+        device=device,
+    )
+    call = dict(
+        prompt=prompt,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        generator=generator,
+        latents=latents,
+        **pipe_kwargs,
+    )
+    accepted = inspect.signature(pipe.__call__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = [k for k in call if k not in accepted]
+        if unknown:
+            raise RectifyError(unknown[0], call[unknown[0]], f"not an argument of {name}")
+    hook = SchedulerHook(scheduler, params, clean=clean, start_index=first)
+    if not params.active and first == 0:
+        result = pipe(**call)  # exactly the stock pipeline from the same latents
+    else:
+        with hooked_scheduler(hook):
+            result = pipe(**call)
+            hook.finish()
+    pipe.noise_rectification = report(hook)
+    return result
+
+
+def report(hook: SchedulerHook) -> dict[str, Any]:
+    """What the last call did, for logs and tests (``pipe.noise_rectification``)."""
+    return {
+        "params": hook.params.to_api(),
+        "steps": len(hook.timesteps),
+        "rectified_steps": list(hook.rectified),
+        "pivot": "per step: " + hook.pivot_reason if hook.pivot_reason else "initial",
+        "landed": hook.landed,
+    }

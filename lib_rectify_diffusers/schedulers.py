@@ -1,0 +1,140 @@
+"""What the adapter must know of each diffusers scheduler, read from diffusers 0.42.1.
+
+The core rectifies ε in the variance-preserving (VP) form ``x = √ᾱ·Z + √(1−ᾱ)·n``.
+Diffusers schedulers keep their sample in one of two spaces:
+
+* VP (DDIM, DDPM, LCM, DPM-Solver, UniPC, DEIS): the sample is ``x`` itself.
+* VE (Euler, Euler ancestral, LMS): the sample is ``x/√ᾱ = Z + σ·n`` with
+  ``σ = √((1−ᾱ)/ᾱ)``; ``scale_model_input`` divides it by ``√(σ²+1)`` for the UNet.
+
+ᾱ of a step comes from the scheduler's own tables: ``sigmas[step_index]`` (``ᾱ =
+1/(1+σ²)``, which also covers Karras and exponential σ) where the scheduler walks a σ
+table, else ``alphas_cumprod[timestep]``. Schedulers with ``order`` > 1 (Heun, KDPM2)
+call the model twice per timestep; they, PNDM (duplicate timesteps) and flow-matching
+schedulers are refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lib_rectify import RectifyError
+
+
+@dataclass(frozen=True)
+class SchedulerFacts:
+    """How one scheduler class samples, for the step hook."""
+
+    space: str  # "vp" or "ve"
+    level: str  # "sigmas": ᾱ from sigmas[step_index]; "alphas": from alphas_cumprod[t]
+    fresh_noise: str  # "never", "always", or the config/step argument that decides it
+
+
+#: Scheduler class name -> facts (diffusers 0.42.1, ``diffusers/schedulers/scheduling_*.py``).
+SCHEDULERS: dict[str, SchedulerFacts] = {
+    "DDIMScheduler": SchedulerFacts("vp", "alphas", "eta"),
+    "DDPMScheduler": SchedulerFacts("vp", "alphas", "always"),
+    "LCMScheduler": SchedulerFacts("vp", "alphas", "always"),
+    "DPMSolverMultistepScheduler": SchedulerFacts("vp", "sigmas", "algorithm_type"),
+    "DPMSolverSinglestepScheduler": SchedulerFacts("vp", "sigmas", "algorithm_type"),
+    "UniPCMultistepScheduler": SchedulerFacts("vp", "sigmas", "never"),
+    "DEISMultistepScheduler": SchedulerFacts("vp", "sigmas", "never"),
+    "EulerDiscreteScheduler": SchedulerFacts("ve", "sigmas", "never"),
+    "EulerAncestralDiscreteScheduler": SchedulerFacts("ve", "sigmas", "always"),
+    "LMSDiscreteScheduler": SchedulerFacts("ve", "sigmas", "never"),
+}
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def facts_for(scheduler: Any) -> SchedulerFacts:
+    """The facts of ``scheduler``'s class, or a RectifyError naming the supported ones."""
+    name = type(scheduler).__name__
+    facts = SCHEDULERS.get(name)
+    allowed = "one of " + ", ".join(SCHEDULERS)
+    if facts is None:
+        raise RectifyError("scheduler", name, allowed)
+    config = scheduler.config
+    if getattr(config, "use_flow_sigmas", False) or config.get("use_flow_sigmas", False):
+        raise RectifyError("scheduler use_flow_sigmas", True, "False (flow matching is not VP)")
+    prediction = config.get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise RectifyError("scheduler prediction_type", prediction, ", ".join(PREDICTION_TYPES))
+    if getattr(scheduler, "order", 1) != 1:
+        raise RectifyError("scheduler order", scheduler.order, f"1 ({allowed})")
+    return facts
+
+
+def fresh_noise_reason(scheduler: Any, facts: SchedulerFacts, step_kwargs: dict) -> str:
+    """Why this run adds fresh noise at each step ('' when it does not).
+
+    Fresh noise needs the per-step pivot: a fixed pivot would leave it uncorrected.
+    """
+    name = type(scheduler).__name__
+    if facts.fresh_noise == "always":
+        return f"{name} adds fresh noise every step"
+    if facts.fresh_noise == "eta":
+        eta = float(step_kwargs.get("eta", 0.0) or 0.0)
+        return f"{name} with eta = {eta:g} adds fresh noise" if eta > 0 else ""
+    if facts.fresh_noise == "algorithm_type":
+        algorithm = scheduler.config.get("algorithm_type", "")
+        return f"{name} with algorithm_type {algorithm}" if algorithm.startswith("sde-") else ""
+    return ""
+
+
+def alpha_cumprod(
+    scheduler: Any, facts: SchedulerFacts, index: int, timestep: Any, device: torch.device
+) -> torch.Tensor:
+    """ᾱ of the sample at schedule position ``index`` (timestep ``timestep``), float32."""
+    if facts.level == "sigmas":
+        sigma = scheduler.sigmas[index].to(device=device, dtype=torch.float32)
+        return 1.0 / (1.0 + sigma * sigma)
+    t = int(torch.as_tensor(timestep).reshape(-1)[0])
+    return scheduler.alphas_cumprod[t].to(device=device, dtype=torch.float32)
+
+
+def ends_short_of_clean(scheduler: Any, facts: SchedulerFacts) -> bool:
+    """True when the last step leaves noise in the sample (so the hook lands it).
+
+    DDIM with ``set_alpha_to_one=False`` stops at ᾱ of timestep 0; σ schedulers with
+    ``final_sigmas_type="sigma_min"`` stop at σ_min. LCM and DDPM return the clean
+    estimate on their last step.
+    """
+    if type(scheduler).__name__ == "DDIMScheduler":
+        return float(scheduler.final_alpha_cumprod) < 1.0
+    if facts.level == "sigmas":
+        return float(scheduler.sigmas[-1]) > 0.0
+    return False
+
+
+def to_vp(sample: torch.Tensor, facts: SchedulerFacts, abar: torch.Tensor) -> torch.Tensor:
+    """The scheduler's sample in the VP form the core works in."""
+    return sample * abar.sqrt() if facts.space == "ve" else sample
+
+
+def from_vp(x: torch.Tensor, facts: SchedulerFacts, abar: torch.Tensor) -> torch.Tensor:
+    return x / abar.sqrt() if facts.space == "ve" else x
+
+
+def output_to_eps(
+    output: torch.Tensor, x: torch.Tensor, abar: torch.Tensor, prediction: str
+) -> torch.Tensor:
+    """ε of a model output of ``prediction`` type, for a VP sample ``x`` at ᾱ."""
+    if prediction == "epsilon":
+        return output
+    if prediction == "v_prediction":  # v = √ᾱ·ε − √(1−ᾱ)·x₀  ⇒  ε = √(1−ᾱ)·x + √ᾱ·v
+        return (1 - abar).sqrt() * x + abar.sqrt() * output
+    return (x - abar.sqrt() * output) / (1 - abar).sqrt()  # "sample": x₀ predicted
+
+
+def eps_to_output(
+    eps: torch.Tensor, x: torch.Tensor, abar: torch.Tensor, prediction: str
+) -> torch.Tensor:
+    """The inverse of :func:`output_to_eps`."""
+    if prediction == "epsilon":
+        return eps
+    if prediction == "v_prediction":
+        return (eps - (1 - abar).sqrt() * x) / abar.sqrt()
+    return (x - (1 - abar).sqrt() * eps) / abar.sqrt()
