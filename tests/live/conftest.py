@@ -1,4 +1,5 @@
-"""Opt-in: runs only when SD_WEBUI_URL names a running WebUI with AnimateDiff and this extension."""
+"""Opt-in: runs only when SD_WEBUI_URL names a running WebUI with AnimateDiff and this extension
+(the SDXL tests: SD_WEBUI_SDXL_URL, see test_live_sdxl.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(
         reason="set SD_WEBUI_URL to a running WebUI (see tests/live/tools/SETUP.md)"
     )
-    for item in items:
-        if "tests/live" in str(item.fspath).replace("\\", "/"):
+    for item in items:  # the SDXL tests have their own server and switch (SD_WEBUI_SDXL_URL)
+        if "webui" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
 
 

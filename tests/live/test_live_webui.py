@@ -1,7 +1,7 @@
 """The extension inside a real WebUI v1.10.x with sd-webui-animatediff (CPU, random weights).
 
-Start the WebUI with its UI (``launch_webui.sh --ui``): the API's ``infotext`` field is
-read through the UI's paste fields, which an API-only server (``--nowebui``) never builds.
+The API's ``infotext`` field is read through the UI's paste fields, which the API
+builds even on an API-only server (modules/api/api.py:259-260 calls ui.create_ui()).
 
 Random weights make pictures meaningless, but the method's promises are exact
 (docs: design.md): these checks hold for any model. 8-frame 64×64 videos, 6 steps.
@@ -127,7 +127,7 @@ def test_infotext_reproduces_the_images(webui: WebUI):
         assert key in original.infotext
     # Our settings and the seed come only from the infotext. WebUI v1.10.1 maps no img2img
     # prompt/size/CFG paste field to the API (modules/ui.py:841-853 have no api= names), so
-    # those stay in the request; a server without paste fields (--nowebui) ignores the seed too.
+    # those stay in the request.
     replay = request(None, sampler="DDIM")
     replay.pop("seed")
     replay["infotext"] = original.infotext

@@ -51,6 +51,43 @@ and the .pth through the WebUI's modules.safe check.  Zero-initialised layers
 features match the latent's first-block features in size, and each control
 residual is --cn-control-scale times the features it is taken from.
 
+Opt-in, for SDXL and more AnimateDiff motion modules (all from the install's
+own classes; see SETUP.md section 7):
+
+  models/Stable-diffusion/<--sdxl-name>   (--sdxl; default random-sdxl.safetensors)
+      SDXL base from sgm's DiffusionEngine (repositories/generative-models) and
+      the config the WebUI picks for SDXL checkpoints (configs/inference/
+      sd_xl_base.yaml there, modules/sd_models_config.py config_sdxl): UNet,
+      CLIP ViT-L and OpenCLIP ViT-bigG-14 text encoders (built from configs,
+      nothing downloaded), VAE; 2516 tensors, 3.47 B parameters, fp16.
+  models/Stable-diffusion/<--sdxl-slim-name> and <stem>.yaml   (--sdxl-slim;
+      default random-sdxl-slim.safetensors)
+      The same with --sdxl-slim-depth (default 1) transformer layers in every
+      attention block instead of 2 and 10: every block, width, injection point
+      and conditioning is SDXL's.  The WebUI reads the .yaml beside the file.
+  models/VAE-approx/vaeapprox-sdxl.pt     (with --sdxl or --sdxl-slim, or --sdxl-vae-approx)
+      The "Approx NN" live-preview decoder the WebUI would otherwise download
+      on the first SDXL request: its own VAEApprox class, fp32, in a torch zip
+      its safe unpickler accepts.
+  <motion module folder>/...              (--motion-modules LIST, or all)
+      sd15_v3 -> mm_sd15_v3.safetensors (read as AnimateDiff V3),
+      animatelcm -> mm_sd15_AnimateLCM.safetensors (AnimateLCM; no
+      position-encoding buffers, as AnimateLCM files have none),
+      sdxl_v10_beta -> mm_sdxl_v10_beta.safetensors (AnimateDiff SDXL),
+      hotshotxl -> hsxl_temporal_layers.safetensors (HotShot-XL); KEY=FILE
+      renames one.  AnimateDiff's MotionWrapper in each layout, fp16.
+
+The SDXL checkpoints are calibrated like the SD1.5 one, read back tensor by
+tensor, and put through the WebUI's own config choice (sd_models_config).
+Only the ones asked for are built, one after the other; each part's time
+and peak memory is logged.  On two cores: slim SDXL 30 s and 7 GB, full SDXL
+1 minute and 14 GB (2.9 and 6.5 GiB on disk), motion modules a few seconds
+each and at most 5.4 GB.  Only the new parts, for an install that has the rest:
+
+  /path/to/webui/venv/bin/python tests/live/tools/make_random_models.py \\
+      --webui /path/to/webui --seed 1234 --skip-hf-cache --skip-checkpoint \\
+      --skip-motion-module --motion-modules all --sdxl-slim --sdxl
+
 Things done so the random models behave (see the project's host notes):
   * layers the architectures zero-initialise (UNet output conv, ResBlock
     output convs, transformer proj_out, motion-module proj_out) get small
@@ -61,7 +98,11 @@ Things done so the random models behave (see the project's host notes):
   * the VAE posterior log-variance is pinned very low (-30), because the
     WebUI encodes every frame with an unseeded posterior.sample(); the
     latent mean is rescaled to std ~1 after the 0.18215 scale factor and the
-    decoder output to std ~0.5, so images are neither flat nor clipped.
+    decoder output to std ~0.5, so images are neither flat nor clipped;
+  * SDXL the same way (scale factor 0.13025); its UNet reads hidden layers of
+    the text encoders, before their final LayerNorm, so these keep their
+    init, and the UNet output loses its per-channel mean before its std is
+    set to 1.
 
 Run it with the WebUI's own Python (it imports ldm, transformers, torch and
 the AnimateDiff extension from the install):
@@ -94,6 +135,7 @@ import shutil
 import sys
 import time
 import zipfile
+from typing import ClassVar
 
 CLIP_REPO = "openai/clip-vit-large-patch14"
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
@@ -192,6 +234,51 @@ def parse_args(argv=None):
     ap.add_argument("--skip-motion-module", action="store_true")
     ap.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: torch's choice)"
+    )
+    xl = ap.add_argument_group("SDXL and more AnimateDiff motion modules (opt-in)")
+    xl.add_argument(
+        "--sdxl",
+        action="store_true",
+        help="write a full-size SDXL base checkpoint (<--sdxl-name>, 6.5 GiB; peaks near 14 GB)",
+    )
+    xl.add_argument(
+        "--sdxl-slim",
+        action="store_true",
+        help="write a slim SDXL: <--sdxl-slim-name> and a .yaml of the same name beside it "
+        "(SDXL's blocks, widths and conditioning, --sdxl-slim-depth transformer layers per block)",
+    )
+    xl.add_argument(
+        "--sdxl-name",
+        default="random-sdxl.safetensors",
+        help="file name under models/Stable-diffusion/ (default random-sdxl.safetensors)",
+    )
+    xl.add_argument(
+        "--sdxl-slim-name",
+        default="random-sdxl-slim.safetensors",
+        help="file name under models/Stable-diffusion/ (default random-sdxl-slim.safetensors)",
+    )
+    xl.add_argument(
+        "--sdxl-slim-depth",
+        type=int,
+        default=1,
+        help="transformer layers per attention block of the slim SDXL (default 1; SDXL: 2 and 10)",
+    )
+    xl.add_argument(
+        "--sdxl-vae-approx",
+        action="store_true",
+        help="write models/VAE-approx/vaeapprox-sdxl.pt, the SDXL live-preview decoder "
+        "(implied by --sdxl and --sdxl-slim)",
+    )
+    xl.add_argument(
+        "--skip-vae-approx", action="store_true", help="with --sdxl / --sdxl-slim: do not write it"
+    )
+    xl.add_argument(
+        "--motion-modules",
+        default="",
+        metavar="LIST",
+        help="extra motion modules, comma-separated: "
+        + ", ".join(f"{k} ({v[1]})" for k, v in EXTRA_MOTION_MODULES.items())
+        + "; 'all' for all of them; KEY=FILE writes one under another name",
     )
     cn = ap.add_argument_group("sd-webui-controlnet (with --controlnet)")
     cn.add_argument(
@@ -544,67 +631,120 @@ def build_checkpoint(args, out_path, torch):
     del model, sd, out
 
 
-def build_motion_module(args, out_path, torch):
+def build_motion_module(args, out_path, torch, mm_type="AnimateDiffV2", seed_offset=2, kind=None):
+    """A motion module from AnimateDiff's own MotionWrapper, in the layout of `mm_type`.
+
+    AnimateDiff picks the architecture from the file's keys alone
+    (MotionModuleType.get_mm_type): a mid block means V2, or AnimateLCM when the
+    file has no position-encoding buffers ("pe"); without one, a fourth down
+    block means SD1.5 (V3 if the position encoding is 32 frames long, V1 if 24),
+    otherwise SDXL (AnimateDiff-SDXL if 32, HotShot-XL if 24).  The wrapper
+    builds these very layouts from the type, so the file is read back as
+    `mm_type`; this is checked, and that AnimateDiff's own load accepts it.
+    `kind` None keeps the metadata the mm_sd15_v2 file always had.
+    """
     ad_dir = args.animatediff_dir or os.path.join(args.webui, "extensions", "sd-webui-animatediff")
     if not os.path.isfile(os.path.join(ad_dir, "motion_module.py")):
         sys.exit(f"no motion_module.py in {ad_dir}: pass --animatediff-dir")
-    sys.path.insert(0, ad_dir)
+    if ad_dir not in sys.path:
+        sys.path.insert(0, ad_dir)
     from motion_module import MotionModuleType, MotionWrapper  # the extension's own classes
 
-    torch.manual_seed(args.seed + 2)
-    mm = MotionWrapper(
-        mm_name=os.path.basename(out_path), mm_hash=None, mm_type=MotionModuleType.AnimateDiffV2
-    )
+    wanted = MotionModuleType[mm_type]
+    torch.manual_seed(args.seed + seed_offset)
+    mm = MotionWrapper(mm_name=os.path.basename(out_path), mm_hash=None, mm_type=wanted)
     with torch.no_grad():
         n = refill_zeroed(mm, args.zero_init_scale, torch)
     sd = {k: v.detach().half().contiguous() for k, v in mm.state_dict().items()}
+    pe_keys = [k for k in sd if k.endswith(".pos_encoder.pe")]
+    pe_len = sd[pe_keys[0]].shape[1]
+    if wanted == MotionModuleType.AnimateLCM:
+        # AnimateLCM files carry no position-encoding buffers; AnimateDiff recognises
+        # them by that and recomputes the encoding (64 frames) when it loads them.
+        sd = {k: v for k, v in sd.items() if k not in pe_keys}
+        if any("pe" in k for k in sd):
+            sys.exit("a motion-module key other than the position encoding contains 'pe'")
     guessed = MotionModuleType.get_mm_type(sd)
-    if guessed != MotionModuleType.AnimateDiffV2:
-        sys.exit(f"the extension would read this file as {guessed}, not AnimateDiffV2")
+    if guessed != wanted:
+        sys.exit(f"the extension would read this file as {guessed}, not {wanted.name}")
+    # Loaded as AnimateDiff's AnimateDiffMM.load does (strict except for AnimateLCM).
     check = MotionWrapper(mm_name="check", mm_hash=None, mm_type=guessed)
-    check.load_state_dict(sd, strict=True)
-    from safetensors.torch import save_file
+    lcm = guessed == MotionModuleType.AnimateLCM
+    result = check.load_state_dict(sd, strict=not lcm)
+    if lcm and (result.unexpected_keys or sorted(result.missing_keys) != sorted(pe_keys)):
+        sys.exit(
+            f"AnimateLCM load: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
+        )
+    if kind is None:
+        from safetensors.torch import save_file
 
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    save_file(
-        sd, out_path, metadata={"format": "pt", "random_weights": "true", "seed": str(args.seed)}
-    )
-    sort_safetensors_header(out_path)
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        save_file(
+            sd,
+            out_path,
+            metadata={"format": "pt", "random_weights": "true", "seed": str(args.seed)},
+        )
+        sort_safetensors_header(out_path)
+    else:
+        save_safetensors(sd, out_path, args, kind)
+    blocks = f"{len(mm.down_blocks)} down / {len(mm.up_blocks)} up blocks"
+    blocks += ", mid block" if hasattr(mm, "mid_block") else ", no mid block"
     log(
         f"motion module: {out_path} ({len(sd)} tensors, {n} zero-initialised layers refilled, "
-        f"{os.path.getsize(out_path) / 2**20:.0f} MiB, read as {guessed.name})"
+        f"{os.path.getsize(out_path) / 2**20:.0f} MiB, {blocks}, position encoding "
+        f"{'not stored' if lcm else f'{pe_len} frames'}; read as {guessed.name})"
     )
 
 
-# ---------------------------------------------------------------- ControlNet
+# Extra motion modules (--motion-modules): key -> (MotionModuleType name, default file
+# name, seed offset).  The file names are the ones AnimateDiff's documentation and model
+# repository use; AnimateDiff's UI lists files with "xl" in the name only for SDXL
+# checkpoints and files with "sd1" only for SD1.x ones.
+EXTRA_MOTION_MODULES = {
+    "sd15_v3": ("AnimateDiffV3", "mm_sd15_v3.safetensors", 20),
+    "animatelcm": ("AnimateLCM", "mm_sd15_AnimateLCM.safetensors", 21),
+    "sdxl_v10_beta": ("AnimateDiffXL", "mm_sdxl_v10_beta.safetensors", 22),
+    "hotshotxl": ("HotShotXL", "hsxl_temporal_layers.safetensors", 23),
+}
 
 
-def import_controlnet(args, torch):
-    """Make sd-webui-controlnet's own modules importable outside the WebUI.
+def parse_motion_modules(spec):
+    """'sd15_v3,animatelcm=other.safetensors' or 'all' -> [(key, file name), ...]."""
+    out = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        key, _, name = item.partition("=")
+        keys = list(EXTRA_MOTION_MODULES) if key == "all" else [key]
+        for k in keys:
+            if k not in EXTRA_MOTION_MODULES:
+                sys.exit(
+                    f"--motion-modules: unknown {k!r}; known: all, {', '.join(EXTRA_MOTION_MODULES)}"
+                )
+            out.append((k, name if name and key != "all" else EXTRA_MOTION_MODULES[k][1]))
+    return out
 
-    Its code imports modules.devices, modules.shared and modules.modelloader;
-    these get small stand-ins (CPU, fp32, the install's config.json, no
-    downloads).  Other WebUI modules (modules.safe) are the install's own.
-    `scripts` is bound to the extension's scripts folder, which is a namespace
-    package that repositories/generative-models/scripts would shadow.
+
+# ---------------------------------------------------------------- WebUI modules
+
+
+def stub_webui_modules(args, torch):
+    """Make the WebUI's own `modules.*` importable outside the WebUI.
+
+    `modules` becomes a package on the install's modules/ folder; the modules
+    that need a running WebUI (devices, shared, modelloader) get small
+    stand-ins (CPU, fp32, the install's config.json, no downloads).  The
+    others (paths, paths_internal, safe, sd_models_config, sd_vae_approx, ...)
+    are the install's own; import them with import_webui.
     """
     import types
 
-    cn_dir = args.controlnet_dir
-    if not os.path.isfile(os.path.join(cn_dir, "scripts", "cldm.py")):
-        sys.exit(
-            f"no scripts/cldm.py in {cn_dir}: install sd-webui-controlnet or pass --controlnet-dir"
-        )
-    sys.path.insert(0, os.path.join(args.webui, "repositories", "generative-models"))
-    sys.path.insert(0, cn_dir)  # for its `annotator` package
-
-    def package(name, path):
-        module = types.ModuleType(name)
-        module.__path__ = [path]
-        sys.modules[name] = module
-        return module
-
-    webui_modules = package("modules", os.path.join(args.webui, "modules"))
+    if getattr(sys.modules.get("modules"), "_random_models_stub", False):
+        return
+    module = types.ModuleType("modules")
+    module.__path__ = [os.path.join(args.webui, "modules")]
+    module._random_models_stub = True
+    sys.modules["modules"] = module
     cpu = torch.device("cpu")
     devices = types.ModuleType("modules.devices")
     devices.cpu = devices.device = cpu
@@ -621,18 +761,408 @@ def import_controlnet(args, torch):
         controlnet_annotator_models_path=args.controlnet_annotator_models_path,
         controlnet_loglevel="WARNING",
         disable_safe_unpickle=False,
+        do_not_download_clip=False,
+        disable_model_loading_ram_optimization=False,
+        no_half=True,
     )
     shared.data_path = args.webui
+    shared.sd_configs_path = os.path.join(args.webui, "configs")
+    shared.sd_default_config = os.path.join(shared.sd_configs_path, "v1-inference.yaml")
     modelloader = types.ModuleType("modules.modelloader")
 
     def load_file_from_url(url, *a, **k):
-        raise RuntimeError(f"offline: sd-webui-controlnet wanted to download {url}")
+        raise RuntimeError(f"offline: wanted to download {url}")
 
     modelloader.load_file_from_url = load_file_from_url
-    for name, module in (("devices", devices), ("shared", shared), ("modelloader", modelloader)):
-        sys.modules["modules." + name] = module
-        setattr(webui_modules, name, module)
-    package("scripts", os.path.join(cn_dir, "scripts"))
+    for name, stub in (("devices", devices), ("shared", shared), ("modelloader", modelloader)):
+        sys.modules["modules." + name] = stub
+        setattr(module, name, stub)
+
+
+def import_webui(name):
+    """modules.<name> from the install (after stub_webui_modules).  Its
+    modules.paths_internal reads --data-dir / --models-dir from sys.argv, so it
+    sees an empty command line here: the install's default folders."""
+    import importlib
+
+    saved = sys.argv
+    sys.argv = sys.argv[:1]
+    try:
+        return importlib.import_module("modules." + name)
+    finally:
+        sys.argv = saved
+
+
+# ---------------------------------------------------------------- SDXL
+
+SAFETENSORS_DTYPES = {
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float32": "F32",
+    "float64": "F64",
+    "int64": "I64",
+    "int32": "I32",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
+
+def save_safetensors_streaming(tensors, convert, path, args, kind, torch):
+    """Write {name: tensor} as .safetensors, converting and writing one tensor at a time.
+
+    For models too big to hold twice (safetensors' save_file keeps a bytes copy
+    of every tensor until the end).  The file has the form save_safetensors
+    leaves: the header with __metadata__ first (keys sorted), then the tensors
+    in file order (here: by name), compact JSON padded with spaces to a multiple
+    of 8.  Then every tensor is read back with safetensors and compared with
+    `convert(name, tensor)`.
+    """
+    import struct
+
+    from safetensors import safe_open
+
+    names = sorted(tensors)
+    metadata = {
+        "format": "pt",
+        "kind": kind,
+        "made_by": "sd-webui-noise-rectification tests/live/tools/make_random_models.py",
+        "random_weights": "true",
+        "seed": str(args.seed),
+    }
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for name in names:
+        t = tensors[name]
+        dtype = convert(name, t.reshape(-1)[:1]).dtype  # the stored dtype
+        size = t.numel() * torch.empty((), dtype=dtype).element_size()
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in names:
+            v = convert(name, tensors[name]).contiguous()
+            f.write(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+            del v
+    with safe_open(tmp, framework="pt") as f:
+        if sorted(f.keys()) != names or f.metadata() != metadata:
+            sys.exit(f"{tmp}: keys or metadata did not read back")
+    # safetensors maps the file; the pages read stay in the process's memory until
+    # the file is closed, so read it back a few hundred MiB at a time.
+    bad, pending = [], list(names)
+    while pending:
+        with safe_open(tmp, framework="pt") as f:
+            done = 0
+            while pending and done < 2**28:
+                name = pending.pop(0)
+                loaded = f.get_tensor(name)
+                done += loaded.numel() * loaded.element_size()
+                if not torch.equal(loaded, convert(name, tensors[name])):
+                    bad.append(name)
+                del loaded
+    if bad:
+        sys.exit(f"{tmp}: tensors did not read back unchanged: {bad[:5]}")
+    os.replace(tmp, path)
+
+
+def write_slim_sdxl_config(base_config, out_path, depth):
+    """<checkpoint stem>.yaml: the WebUI's SDXL config with `depth` transformer layers per block.
+
+    The WebUI uses a .yaml named like the checkpoint, beside it, instead of the
+    config it would guess (modules/sd_models_config.py,
+    find_checkpoint_config_near_filename).  Only the transformer_depth line
+    changes ([1, 2, 10] -> [depth] * 3; the middle block takes the last entry,
+    as in sd_xl_base.yaml, and the first is unused there too: the top level has
+    no attention); every block, width and conditioning stays SDXL's.
+    """
+    import re
+
+    with open(base_config, encoding="utf-8") as f:
+        text = f.read()
+    pattern = re.compile(r"^( *)transformer_depth: \[1, 2, 10\].*$", re.M)
+    if len(pattern.findall(text)) != 1:
+        sys.exit(f"{base_config}: no single 'transformer_depth: [1, 2, 10]' line")
+    text = pattern.sub(
+        lambda m: (
+            f"{m.group(1)}transformer_depth: [{depth}, {depth}, {depth}]"
+            "  # sd_xl_base.yaml: [1, 2, 10]; the middle block takes the last entry"
+        ),
+        text,
+    )
+    head = (
+        "# A slim SDXL for live tests, written by sd-webui-noise-rectification\n"
+        "# tests/live/tools/make_random_models.py: Stability-AI/generative-models\n"
+        "# configs/inference/sd_xl_base.yaml with fewer transformer layers per block.\n"
+    )
+    path = os.path.splitext(out_path)[0] + ".yaml"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + text)
+    return path
+
+
+def build_sdxl(args, out_path, torch, slim):
+    """An SDXL base checkpoint from sgm's DiffusionEngine and the WebUI's own SDXL config.
+
+    Random weights, fp16 (the buffers keep their dtype), every key the real
+    name.  `slim`: the same with args.sdxl_slim_depth transformer layers per
+    block and a .yaml beside the checkpoint that tells the WebUI so.  The text
+    encoders are built as the WebUI builds them, from configs: CLIP ViT-L from
+    the Hugging Face cache's config.json (tokenizer from the cache too),
+    OpenCLIP ViT-bigG-14 from open_clip's own model config with pretrained=None
+    (its image tower, which sgm deletes at once, is built on the meta device:
+    no memory).  Calibrated like the SD1.5 checkpoint (see build_checkpoint).
+    """
+    import types
+
+    import open_clip
+    import open_clip.model
+    import transformers
+    from omegaconf import OmegaConf
+
+    stub_webui_modules(args, torch)
+    sys.path.insert(0, os.path.join(args.webui, "repositories", "generative-models"))
+    from sgm.util import instantiate_from_config
+
+    sd_models_config = import_webui("sd_models_config")
+    base_config = sd_models_config.config_sdxl  # what the WebUI picks for SDXL base
+    config_path = base_config
+    if slim:
+        config_path = write_slim_sdxl_config(base_config, out_path, args.sdxl_slim_depth)
+        log(f"slim SDXL config: {config_path}")
+    config = OmegaConf.load(config_path)
+    # As the WebUI's repair_config (modules/sd_models.py) does: no gradient
+    # checkpointing, plain attention in the VAE without xformers (same weights).
+    config.model.params.network_config.params.use_checkpoint = False
+    ddconfig = config.model.params.first_stage_config.params.ddconfig
+    if ddconfig.attn_type == "vanilla-xformers":
+        ddconfig.attn_type = "vanilla"
+
+    build_vision_tower = open_clip.model._build_vision_tower
+    create = open_clip.create_model_and_transforms
+    from_pretrained = transformers.CLIPTextModel.__dict__.get("from_pretrained")
+
+    def vision_tower_on_meta(*a, **k):
+        with torch.device("meta"):
+            tower = build_vision_tower(*a, **k)
+        tower._apply = lambda fn, recurse=True: tower  # create_model's .to(cpu) keeps it on meta
+        return tower
+
+    def create_without_pretrained(*a, pretrained=None, **k):
+        return create(*a, pretrained=None, **k)
+
+    def text_model_from_config(name, *a, **k):
+        return transformers.CLIPTextModel(transformers.CLIPTextConfig.from_pretrained(name))
+
+    offset = 12 if slim else 10
+    open_clip.model._build_vision_tower = vision_tower_on_meta
+    open_clip.create_model_and_transforms = create_without_pretrained
+    transformers.CLIPTextModel.from_pretrained = text_model_from_config
+    try:
+        torch.manual_seed(args.seed + offset)
+        log(f"building DiffusionEngine from {os.path.basename(config_path)} (random init) ...")
+        model = instantiate_from_config(config.model)
+    finally:
+        open_clip.model._build_vision_tower = build_vision_tower
+        open_clip.create_model_and_transforms = create
+        if from_pretrained is None:
+            del transformers.CLIPTextModel.from_pretrained
+        else:
+            transformers.CLIPTextModel.from_pretrained = from_pretrained
+    model.eval()
+    unet = model.model.diffusion_model
+    vae = model.first_stage_model
+    clip_l, clip_g = model.conditioner.embedders[:2]
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"{n_params / 1e9:.2f} B parameters (UNet {sum(p.numel() for p in unet.parameters()) / 1e9:.2f} B)"
+    )
+    gen = torch.Generator().manual_seed(args.seed + offset + 1)
+
+    with torch.no_grad():
+        n = refill_zeroed(unet, args.zero_init_scale, torch)
+        log(f"UNet: {n} zero-initialised layers refilled")
+        n = refill_zeroed(vae, args.zero_init_scale, torch)
+        if n:
+            log(f"VAE: {n} zero-initialised layers refilled")
+
+        # VAE: posterior log-variance pinned at the clamp floor; mean calibrated.
+        scale = model.scale_factor
+        qc = vae.quant_conv
+        zc = qc.out_channels // 2
+        qc.weight[zc:].zero_()
+        qc.bias[zc:].fill_(-30.0)
+        img = torch.rand((2, 3, 64, 64), generator=gen) * 2 - 1
+        mean = qc(vae.encoder(img))[:, :zc] * scale
+        s = rounded(float(mean.std()))
+        m = rounded(float(mean.mean()))
+        qc.weight[:zc].div_(s)
+        qc.bias[:zc].sub_(m / scale).div_(s)
+        check = vae.encode(img) * scale  # sgm's inference wrapper returns a posterior sample
+        moments = qc(vae.encoder(img))
+        log(
+            f"VAE latent (scaled) mean {float(check.mean()):+.3f} std {float(check.std()):.3f}, "
+            f"posterior std {float(torch.exp(0.5 * moments[:, zc:].clamp(-30, 20)).max()):.2e}"
+        )
+
+        # VAE decoder: output std ~0.5 around 0.
+        z = torch.randn((2, 4, 8, 8), generator=gen)
+        out = vae.decode(z / scale)
+        f = rounded(0.5 / float(out.std()))
+        co = vae.decoder.conv_out
+        co.weight.mul_(f)
+        co.bias.mul_(f).sub_(rounded(float(out.mean()) * f))
+        out = vae.decode(z / scale)
+        log(f"VAE decode mean {float(out.mean()):+.3f} std {float(out.std()):.3f}")
+
+        # The conditioning the WebUI gives the UNet: CLIP-L hidden layer 11 and
+        # OpenCLIP bigG's penultimate layer side by side (77 x 2048), and the
+        # vector of bigG's pooled output and the three size embeddings (2816).
+        prompts = ["", "a photo of a cat"]
+        tok = clip_l.tokenizer(
+            prompts, truncation=True, max_length=77, padding="max_length", return_tensors="pt"
+        )
+        hidden = clip_l.transformer(input_ids=tok["input_ids"], output_hidden_states=True)
+        cross_l = hidden.hidden_states[clip_l.layer_idx]
+        out_g = clip_g.encode_with_transformer(open_clip.tokenize(prompts))
+        context = torch.cat([cross_l, out_g[clip_g.layer]], dim=-1)
+        size = torch.tensor([[64.0, 64.0]] * len(prompts))
+        crop = torch.zeros((len(prompts), 2))
+        embed_size, embed_crop, embed_target = model.conditioner.embedders[2:]
+        sizes = [embed_size(size), embed_crop(crop), embed_target(size)]
+        y = torch.cat([out_g["pooled"], *sizes], dim=-1)
+        unet_params = config.model.params.network_config.params
+        if (
+            context.shape[-1] != unet_params.context_dim
+            or y.shape[-1] != unet_params.adm_in_channels
+        ):
+            sys.exit(f"conditioning {tuple(context.shape)} / {tuple(y.shape)} is not SDXL's")
+        log(
+            f"text conditioning {tuple(context.shape)}: CLIP-L mean {float(cross_l.mean()):+.3f} "
+            f"std {float(cross_l.std()):.3f}, bigG mean {float(out_g[clip_g.layer].mean()):+.3f} "
+            f"std {float(out_g[clip_g.layer].std()):.3f}; vector {tuple(y.shape)}"
+        )
+
+        # UNet: predicted noise with std ~1 for unit-variance input.
+        x = torch.randn((2, 4, 8, 8), generator=gen)
+        t = torch.tensor([500, 500])
+        eps = unet(x, t, context=context, y=y)
+        conv = unet.out[-1]
+        shift = torch.tensor([rounded(float(v)) for v in eps.mean(dim=(0, 2, 3))])
+        s = rounded(float((eps - shift[:, None, None]).std()))
+        conv.weight.div_(s)
+        conv.bias.sub_(shift).div_(s)
+        eps = unet(x, t, context=context, y=y)
+        log(f"UNet eps mean {float(eps.mean()):+.3f} std {float(eps.std()):.3f}")
+        del hidden, out_g, context, y, eps
+
+    weight_names = {n for n, _ in model.named_parameters()}
+
+    def convert(name, v):
+        v = v.detach()
+        return v.half() if v.is_floating_point() and name in weight_names else v
+
+    sd = model.state_dict()
+    kind = f"sdxl base, transformer depth {args.sdxl_slim_depth}" if slim else "sdxl base"
+    save_safetensors_streaming(sd, convert, out_path, args, kind, torch)
+
+    # What the WebUI makes of the file: the config it picks (sd_models_config, the
+    # install's own code, on the file's keys and shapes) and the SDXL / SSD-1B test
+    # of modules/sd_models.py set_model_type.
+    from safetensors import safe_open
+
+    with safe_open(out_path, framework="pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    on_meta = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    guessed = sd_models_config.guess_model_config_from_state_dict(on_meta, out_path)
+    if guessed != sd_models_config.config_sdxl:
+        sys.exit(f"the WebUI would build {out_path} from {guessed}, not {base_config}")
+    info = types.SimpleNamespace(filename=out_path)  # stands in for a CheckpointInfo
+    near = sd_models_config.find_checkpoint_config_near_filename(info)
+    if (near is not None) != slim or (slim and os.path.abspath(near) != config_path):
+        sys.exit(f"the WebUI would take the config beside {out_path} to be {near}")
+    ssd_key = "model.diffusion_model.middle_block.1.transformer_blocks.0.attn1.to_q.weight"
+    if ssd_key not in shapes:
+        sys.exit(f"{out_path} would be taken for SSD-1B (no {ssd_key})")
+    used = os.path.relpath(near or guessed, args.webui)
+    log(
+        f"SDXL checkpoint: {out_path} ({len(sd)} tensors, {n_params / 1e9:.2f} B parameters, "
+        f"{os.path.getsize(out_path) / 2**30:.2f} GiB); the WebUI reads it as SDXL with {used}"
+    )
+    del model, sd
+
+
+def build_vae_approx_sdxl(args, torch):
+    """models/VAE-approx/vaeapprox-sdxl.pt: the "Approx NN" live-preview decoder for SDXL.
+
+    The WebUI's own VAEApprox class (modules/sd_vae_approx.py), random weights
+    scaled so that previews are neither flat nor clipped, fp32 like its
+    model.pt, at the path the WebUI loads it from (without it the first SDXL
+    request with live previews tries to download it).  Written so that the
+    WebUI's safe unpickler accepts it; loaded back with that check.
+    """
+    stub_webui_modules(args, torch)
+    sd_vae_approx = import_webui("sd_vae_approx")
+    paths = import_webui("paths")
+    safe = import_webui("safe")  # importing it wraps torch.load in its check
+    path = os.path.join(paths.models_path, "VAE-approx", "vaeapprox-sdxl.pt")
+    torch.manual_seed(args.seed + 14)
+    net = sd_vae_approx.VAEApprox(latent_channels=4)
+    gen = torch.Generator().manual_seed(args.seed + 15)
+    with torch.no_grad():
+        z = torch.randn((2, 4, 8, 8), generator=gen)
+        f = rounded(0.5 / float(net(z).std()))
+        net.conv8.weight.mul_(f)
+        net.conv8.bias.mul_(f)
+        out = net(z)
+    sd = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    save_pth_for_safe_unpickler(sd, path, torch)
+    safe.check_pt(path, None)
+    check = sd_vae_approx.VAEApprox(latent_channels=4)
+    check.load_state_dict(torch.load(path, map_location="cpu"))  # the WebUI's checked load
+    bad = [k for k, v in check.state_dict().items() if not torch.equal(v, sd[k])]
+    if bad:
+        sys.exit(f"{path}: tensors did not load unchanged: {bad[:5]}")
+    log(
+        f"SDXL live-preview decoder: {path} ({len(sd)} tensors, {os.path.getsize(path) / 2**10:.0f} KiB, "
+        f"passes the WebUI's safe check); output for unit latents mean {float(out.mean()):+.3f} "
+        f"std {float(out.std()):.3f}"
+    )
+
+
+# ---------------------------------------------------------------- ControlNet
+
+
+def import_controlnet(args, torch):
+    """Make sd-webui-controlnet's own modules importable outside the WebUI.
+
+    Its code imports modules.devices, modules.shared and modules.modelloader;
+    these get the stand-ins of stub_webui_modules.  Other WebUI modules
+    (modules.safe) are the install's own.  `scripts` is bound to the
+    extension's scripts folder, which is a namespace package that
+    repositories/generative-models/scripts would shadow.
+    """
+    import types
+
+    cn_dir = args.controlnet_dir
+    if not os.path.isfile(os.path.join(cn_dir, "scripts", "cldm.py")):
+        sys.exit(
+            f"no scripts/cldm.py in {cn_dir}: install sd-webui-controlnet or pass --controlnet-dir"
+        )
+    sys.path.insert(0, os.path.join(args.webui, "repositories", "generative-models"))
+    sys.path.insert(0, cn_dir)  # for its `annotator` package
+    stub_webui_modules(args, torch)
+    scripts = types.ModuleType("scripts")
+    scripts.__path__ = [os.path.join(cn_dir, "scripts")]
+    sys.modules["scripts"] = scripts
 
 
 def rounded(x, digits=3):
@@ -930,11 +1460,66 @@ def build_controlnet_models(args, torch):
         gc.collect()
 
 
+class Part:
+    """Times one part of the run and its peak memory (the process's VmHWM, reset
+    at the start of the part where Linux allows it), for the summary at the end."""
+
+    done: ClassVar[list] = []
+
+    def __init__(self, name):
+        self.name = name
+
+    @staticmethod
+    def release():
+        import ctypes
+        import gc
+
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+    @staticmethod
+    def peak_bytes():
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def __enter__(self):
+        self.release()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+        except OSError:
+            pass
+        self.t0 = time.time()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            seconds, peak = time.time() - self.t0, self.peak_bytes()
+            Part.done.append((self.name, seconds, peak))
+            log(f"{self.name}: {seconds:.0f} s, peak memory {peak / 2**30:.2f} GiB")
+        self.release()
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.webui = os.path.abspath(args.webui)
     if not os.path.isfile(os.path.join(args.webui, "configs", "v1-inference.yaml")):
         sys.exit(f"{args.webui} does not look like a WebUI install (no configs/v1-inference.yaml)")
+    if args.sdxl_slim_depth < 1:
+        sys.exit("--sdxl-slim-depth must be at least 1")
+    extra_mms = parse_motion_modules(args.motion_modules)
+    vae_approx = (args.sdxl_vae_approx or args.sdxl or args.sdxl_slim) and not args.skip_vae_approx
     hf_home = os.path.abspath(args.hf_home or os.path.join(args.webui, "hf_home"))
     # Must be set before transformers / huggingface_hub are imported.
     os.environ["HF_HOME"] = hf_home
@@ -943,7 +1528,8 @@ def main(argv=None):
 
     t0 = time.time()
     if not args.skip_hf_cache:
-        write_hf_cache(hf_home, args.bpe)
+        with Part("HF cache"):
+            write_hf_cache(hf_home, args.bpe)
 
     import torch
 
@@ -951,20 +1537,44 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     add_paths(args.webui)
 
-    if not args.skip_checkpoint or not args.skip_hf_cache:
+    if not args.skip_checkpoint or not args.skip_hf_cache or args.sdxl or args.sdxl_slim:
         check_tokenizer()
     if not args.skip_checkpoint:
-        build_checkpoint(
-            args, os.path.join(args.webui, "models", "Stable-diffusion", args.ckpt_name), torch
-        )
+        with Part("SD1.5 checkpoint"):
+            build_checkpoint(
+                args, os.path.join(args.webui, "models", "Stable-diffusion", args.ckpt_name), torch
+            )
+    ad_dir = args.animatediff_dir or os.path.join(args.webui, "extensions", "sd-webui-animatediff")
+    mm_dir = args.mm_dir or os.path.join(ad_dir, "model")
     if not args.skip_motion_module:
-        ad_dir = args.animatediff_dir or os.path.join(
-            args.webui, "extensions", "sd-webui-animatediff"
-        )
-        mm_dir = args.mm_dir or os.path.join(ad_dir, "model")
-        build_motion_module(args, os.path.join(mm_dir, args.mm_name), torch)
+        with Part("motion module mm_sd15_v2"):
+            build_motion_module(args, os.path.join(mm_dir, args.mm_name), torch)
+    for key, name in extra_mms:
+        mm_type, _, seed_offset = EXTRA_MOTION_MODULES[key]
+        with Part(f"motion module {key}"):
+            build_motion_module(
+                args,
+                os.path.join(mm_dir, name),
+                torch,
+                mm_type=mm_type,
+                seed_offset=seed_offset,
+                kind=f"motion module {mm_type}",
+            )
+    sd_dir = os.path.join(args.webui, "models", "Stable-diffusion")
+    if args.sdxl_slim:
+        with Part("slim SDXL checkpoint"):
+            build_sdxl(args, os.path.join(sd_dir, args.sdxl_slim_name), torch, slim=True)
+    if args.sdxl:
+        with Part("SDXL checkpoint"):
+            build_sdxl(args, os.path.join(sd_dir, args.sdxl_name), torch, slim=False)
+    if vae_approx:
+        with Part("SDXL live-preview decoder"):
+            build_vae_approx_sdxl(args, torch)
     if args.controlnet:
-        build_controlnet_models(args, torch)
+        with Part("ControlNet models"):
+            build_controlnet_models(args, torch)
+    for name, seconds, peak in Part.done:
+        log(f"  {name:28s} {seconds:5.0f} s  peak {peak / 2**30:5.2f} GiB")
     log(
         f"done in {time.time() - t0:.0f} s. Launch with HF_HOME={hf_home} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
     )
