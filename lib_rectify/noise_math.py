@@ -24,6 +24,25 @@ def rectify_noise(
     return torch.addcmul(pivot, omega.view(1, -1, 1), correction)
 
 
+def rectify_noise_anchored(
+    predicted: torch.Tensor,
+    pivot: torch.Tensor,
+    omega: torch.Tensor,
+    anchors: tuple[int, ...],
+    mix: torch.Tensor,
+) -> torch.Tensor:
+    """Several anchors (docs/two-anchors.md): ``ñ = n + ω·(Σ_a m_a·Δ[r_a] − Δ)``.
+
+    ``mix`` is ``[L, A]`` with rows summing to 1 and 1 at each anchor's own frame, so
+    every anchor frame gets exactly its pivot. One anchor is :func:`rectify_noise`.
+    """
+    if len(anchors) == 1:
+        return rectify_noise(predicted, pivot, omega, anchors[0])
+    gap = pivot - predicted
+    mixed = sum(mix[:, a].view(1, -1, 1) * gap[:, r : r + 1] for a, r in enumerate(anchors))
+    return torch.addcmul(pivot, omega.view(1, -1, 1), mixed - gap)
+
+
 def noise_from_denoised(
     x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor
 ) -> torch.Tensor:

@@ -101,6 +101,19 @@ FIELDS: tuple[FieldSpec, ...] = (
         "The frame that becomes exactly the picture. 0 = the video starts on the picture; "
         "-1 = it ends on it.",
     ),
+    FieldSpec(
+        "end_anchor",
+        "End on the end picture",
+        "NR end anchor",
+        "bool",
+        "true",
+        "true or false",
+        "When the host has an end picture, hold the frame at the other end of the video on "
+        "it as a second anchor: the video starts on your picture and ends on the other "
+        "(docs/two-anchors.md). Both ends are exact with a window that ends at 100 %. "
+        "Needs the reference frame at one end (0 or -1). Without an end picture it does "
+        "nothing.",
+    ),
 )
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 #: Infotext key carrying :data:`INFOTEXT_VERSION`.
@@ -117,6 +130,7 @@ class RectifyParams:
     omega: Omega = "paper"
     tau: tuple[float, float] = (0.0, 0.6)
     reference_frame: int = 0
+    end_anchor: bool = True
 
     def __post_init__(self) -> None:
         for spec in FIELDS:
@@ -139,6 +153,7 @@ class RectifyParams:
         return (
             f"ω {self.omega_text}, τ {_pct(start)}-{_pct(end)} %, "
             f"reference frame {self.reference_frame}"
+            + ("" if self.end_anchor else ", no end anchor")
         )
 
     # -------------------------------------------------------------- serialise
@@ -150,6 +165,7 @@ class RectifyParams:
             "omega": omega,
             "tau": [self.tau[0], self.tau[1]],
             "reference_frame": self.reference_frame,
+            "end_anchor": self.end_anchor,
         }
 
     def to_infotext(self) -> dict[str, str]:
@@ -161,6 +177,7 @@ class RectifyParams:
             FIELDS_BY_NAME["omega"].infotext_key: self.omega_text,
             FIELDS_BY_NAME["tau"].infotext_key: json.dumps([self.tau[0], self.tau[1]]),
             FIELDS_BY_NAME["reference_frame"].infotext_key: str(self.reference_frame),
+            FIELDS_BY_NAME["end_anchor"].infotext_key: str(self.end_anchor),
             VERSION_INFOTEXT_KEY: str(INFOTEXT_VERSION),
         }
 
@@ -210,6 +227,8 @@ class RectifyParams:
             values["reference_frame"] = _int_text(
                 keys["reference_frame"], entries[keys["reference_frame"]]
             )
+        if keys["end_anchor"] in entries:  # absent before it existed: the default
+            values["end_anchor"] = parse_bool_text(entries[keys["end_anchor"]], keys["end_anchor"])
         return cls(**values)
 
     def with_override(self, name: str, value: Any) -> RectifyParams:
@@ -224,7 +243,7 @@ class RectifyParams:
         if name not in FIELDS_BY_NAME:
             raise RectifyError("override", name, f"one of {', '.join(FIELDS_BY_NAME)}")
         if isinstance(value, str):
-            if name == "enabled":
+            if name in ("enabled", "end_anchor"):
                 value = parse_bool_text(value, name)
             elif name == "omega":
                 value = parse_omega_text(value, field_name=name)
@@ -252,12 +271,20 @@ def _check_number(name: str, value: Any, low: float, high: float, allowed: str) 
     return number
 
 
-def _check_enabled(value: Any) -> bool:
+def _check_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if type(value).__name__ == "bool_" and value in (True, False):  # numpy.bool_
         return bool(value)
-    raise RectifyError("enabled", value, FIELDS_BY_NAME["enabled"].allowed)
+    raise RectifyError(name, value, FIELDS_BY_NAME[name].allowed)
+
+
+def _check_enabled(value: Any) -> bool:
+    return _check_bool("enabled", value)
+
+
+def _check_end_anchor(value: Any) -> bool:
+    return _check_bool("end_anchor", value)
 
 
 def _check_omega(value: Any) -> Omega:
@@ -309,6 +336,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "omega": _check_omega,
     "tau": _check_tau,
     "reference_frame": _check_reference_frame,
+    "end_anchor": _check_end_anchor,
 }
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from . import noise_math
+from .anchors import anchor_mix
 from .errors import RectifyError
 from .layout import (
     Layout,
@@ -58,6 +60,7 @@ class Rectifier:
         frames: int,
         layout: Layout = "frames",
         pivot: PivotMode = "initial",
+        anchors: Sequence[int] | None = None,
     ) -> None:
         check_layout(layout)
         if pivot not in PIVOT_MODES:
@@ -69,10 +72,30 @@ class Rectifier:
         self.frames = frames
         self.layout: Layout = layout
         self.reference = resolve_reference_frame(params.reference_frame, frames)
-        self.omega = omega_weights(params.omega, frames, params.reference_frame)
+        # Anchor frames (docs/two-anchors.md): the reference, and optionally an end frame
+        # whose picture the host put into the clean latent it passes at capture.
+        self.anchors = self._resolve_anchors(anchors, frames)
+        self.mix = anchor_mix(self.anchors, frames) if len(self.anchors) > 1 else None
+        self.omega = omega_weights(params.omega, frames, params.reference_frame, self.anchors)
         # The pivot noise n ("initial"), or the clean latent Z it is re-read against ("per_step").
         self.pivot: torch.Tensor | None = None
         self._shape: torch.Size | None = None
+
+    def _resolve_anchors(self, anchors: Sequence[int] | None, frames: int) -> tuple[int, ...]:
+        if anchors is None:
+            return (self.reference,)
+        if isinstance(anchors, (str, bytes)) or not isinstance(anchors, Sequence):
+            raise RectifyError("anchors", anchors, "a list of frame indices")
+        resolved = tuple(resolve_reference_frame(a, frames) for a in anchors)
+        if not resolved or resolved[0] != self.reference:
+            raise RectifyError(
+                "anchors", list(anchors), f"the reference frame {self.reference} first"
+            )
+        if len(resolved) > 2 or len(set(resolved)) != len(resolved):
+            raise RectifyError(
+                "anchors", list(anchors), "the reference frame and at most one other frame"
+            )
+        return resolved
 
     @property
     def active(self) -> bool:
@@ -142,9 +165,7 @@ class Rectifier:
         predicted = noise_math.noise_from_denoised(
             x_rows, to_frame_rows(denoised, self.layout, self.frames), sigma_t
         )
-        rectified = noise_math.rectify_noise(
-            predicted, pivot, self._omega_on(pivot), self.reference
-        )
+        rectified = self._rectify(predicted, pivot)
         return from_frame_rows(
             noise_math.denoised_from_noise(x_rows, rectified, sigma_t), denoised, self.layout
         )
@@ -177,12 +198,7 @@ class Rectifier:
             pivot = noise_math.pivot_from_noisy_eps(
                 to_frame_rows(x, self.layout, self.frames), pivot, abar_now
             )
-        rectified = noise_math.rectify_noise(
-            to_frame_rows(eps, self.layout, self.frames),
-            pivot,
-            self._omega_on(pivot),
-            self.reference,
-        )
+        rectified = self._rectify(to_frame_rows(eps, self.layout, self.frames), pivot)
         if (
             step == total_steps - 1
             and x is not None
@@ -273,7 +289,15 @@ class Rectifier:
     def _omega_on(self, pivot: torch.Tensor) -> torch.Tensor:
         if self.omega.device != pivot.device:
             self.omega = self.omega.to(pivot.device)
+            if self.mix is not None:
+                self.mix = self.mix.to(pivot.device)
         return self.omega
+
+    def _rectify(self, predicted: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
+        omega = self._omega_on(pivot)
+        if len(self.anchors) == 1:  # the paper's formula, unchanged
+            return noise_math.rectify_noise(predicted, pivot, omega, self.reference)
+        return noise_math.rectify_noise_anchored(predicted, pivot, omega, self.anchors, self.mix)
 
     def _scalar(
         self, value: PerFrame, name: str, like: torch.Tensor, *, positive: bool

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
+from .anchors import nearest_anchor_distance
 from .errors import RectifyError
 from .params import Omega
 
@@ -35,12 +38,20 @@ def paper_curve(distance: torch.Tensor, span: int) -> torch.Tensor:
     return values.clamp(min=0.5)
 
 
-def omega_weights(omega: Omega, frames: int, reference_frame: int = 0) -> torch.Tensor:
+def omega_weights(
+    omega: Omega,
+    frames: int,
+    reference_frame: int = 0,
+    anchors: Sequence[int] | None = None,
+) -> torch.Tensor:
     """ω for each of ``frames`` frames, float32 on the CPU.
 
     Presets are laid out by distance from the reference frame, so ``paper`` with
-    reference -1 is the paper's curve mirrored. Number lists are literal in frame
-    order, resampled to the video length by linear interpolation.
+    reference -1 is the paper's curve mirrored. With several ``anchors`` (resolved frame
+    indices) the distance is to the nearest one, over the same span as one anchor at an
+    end (``paper`` then falls to 0.5 at the middle between two end anchors). Number
+    lists are literal in frame order, resampled to the video length by linear
+    interpolation.
     """
     reference = resolve_reference_frame(reference_frame, frames)
     if isinstance(omega, str):
@@ -49,6 +60,8 @@ def omega_weights(omega: Omega, frames: int, reference_frame: int = 0) -> torch.
         if omega == "free":
             return torch.ones(frames, dtype=torch.float32)
         if omega == "paper":
+            if anchors is not None and len(anchors) > 1:
+                return paper_curve(nearest_anchor_distance(anchors, frames), frames)
             distance = (torch.arange(frames) - reference).abs()
             span = max(reference, frames - 1 - reference) + 1
             return paper_curve(distance, span)

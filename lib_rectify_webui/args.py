@@ -36,7 +36,12 @@ POSITIONAL_ARGS: tuple[str, ...] = (
     "tau_start_percent",
     "tau_end_percent",
     "reference_frame",
+    "end_anchor",
+    "end_picture",
 )
+#: The API dict's key for the end picture (an image, not a setting: it is not in the
+#: infotext; see :func:`end_picture_from_script_args`).
+END_PICTURE_KEY = "end_picture"
 
 #: Hover hints of the accordion's controls, by control name (its elem_id suffix).
 HINTS: dict[str, str] = {
@@ -52,6 +57,13 @@ HINTS: dict[str, str] = {
     "reference_choice": FIELDS_BY_NAME["reference_frame"].hint,
     "reference_frame": FIELDS_BY_NAME["reference_frame"].hint
     + " Any index works; negative counts from the end.",
+    "end_anchor": "End on a second picture: AnimateDiff's own 'last frame' (its img2img "
+    "options) or the end picture below. The first frame stays on your picture, the last "
+    "on the end picture, and the frames between start from a blend of the two. Exact ends "
+    "need the window to end at 100 %. Off: one picture only (AnimateDiff's last frame is "
+    "then refused).",
+    "end_picture": "Optional: the picture the video ends on, when AnimateDiff's last frame "
+    "is not set. Not stored in the infotext: load it again to repeat a result.",
 }
 
 _PRESET_ALLOWED = f"one of {', '.join(PRESET_CHOICES)}"
@@ -76,6 +88,8 @@ def to_positional(params: RectifyParams) -> list[Any]:
         fraction_to_percent(params.tau[0]),
         fraction_to_percent(params.tau[1]),
         params.reference_frame,
+        params.end_anchor,
+        None,  # end_picture: an image, not a setting
     ]
 
 
@@ -99,6 +113,7 @@ def from_positional(values: Sequence[Any]) -> RectifyParams:
             parse_percent("tau_end_percent", merged["tau_end_percent"]),
         ),
         reference_frame=merged["reference_frame"],
+        end_anchor=merged["end_anchor"],
     )
 
 
@@ -113,8 +128,24 @@ def from_script_args(args: Sequence[Any]) -> RectifyParams:
     if len(args) == 0:
         return RectifyParams()
     if isinstance(args[0], Mapping):
-        return RectifyParams.from_api(args[0])
+        return RectifyParams.from_api({k: v for k, v in args[0].items() if k != END_PICTURE_KEY})
     return from_positional(args)
+
+
+def end_picture_from_script_args(args: Sequence[Any]) -> Any | None:
+    """The end picture the job was given (our own; AnimateDiff's last frame is read from
+    AnimateDiff's args): the API dict's ``end_picture`` (base64 text, a data URL or a
+    path the WebUI's decoder reads) or the UI's image, else None."""
+    if isinstance(args, (str, bytes)) or not isinstance(args, Sequence) or len(args) == 0:
+        return None
+    if isinstance(args[0], Mapping):
+        picture = args[0].get(END_PICTURE_KEY)
+    else:
+        index = POSITIONAL_ARGS.index("end_picture")
+        picture = args[index] if len(args) > index else None
+    if picture is None or (isinstance(picture, str) and not picture.strip()):
+        return None
+    return picture
 
 
 def _omega(preset: Any, custom: Any) -> Omega:

@@ -23,10 +23,20 @@ def frames_from_animatediff(video_length: float | None, context: float | None) -
     return max(length, batch, 1)
 
 
-def omega_curve_svg(params: RectifyParams, frames: int) -> str:
-    """An inline SVG: one bar per frame (height ω), the reference frame marked."""
-    weights = omega_weights(params.omega, frames, params.reference_frame).tolist()
+def anchors_of(params: RectifyParams, frames: int, end_picture: bool) -> tuple[int, ...]:
+    """The anchor frames a job would use: the reference, and the other end with an end
+    picture (where the reference is at an end; otherwise the job is refused)."""
     reference = resolve_reference_frame(params.reference_frame, frames)
+    if end_picture and params.end_anchor and frames > 1 and reference in (0, frames - 1):
+        return (reference, frames - 1 if reference == 0 else 0)
+    return (reference,)
+
+
+def omega_curve_svg(params: RectifyParams, frames: int, end_picture: bool = False) -> str:
+    """An inline SVG: one bar per frame (height ω), the anchor frames marked."""
+    anchors = anchors_of(params, frames, end_picture)
+    weights = omega_weights(params.omega, frames, params.reference_frame, anchors).tolist()
+    reference = anchors[0]
     plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
     plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
     slot = plot_w / frames
@@ -46,8 +56,13 @@ def omega_curve_svg(params: RectifyParams, frames: int) -> str:
         x = PAD_LEFT + i * slot + (slot - bar_w) / 2
         h = max(0.0, min(1.0, w)) * plot_h
         y = PAD_TOP + plot_h - h
-        cls = "nr-bar nr-ref" if i == reference else "nr-bar"
-        title = "reference frame: exactly the picture" if i == reference else f"ω = {w:.2f}"
+        cls = "nr-bar nr-ref" if i in anchors else "nr-bar"
+        if i == reference:
+            title = "reference frame: exactly the picture"
+        elif i in anchors:
+            title = "end anchor: exactly the end picture"
+        else:
+            title = f"ω = {w:.2f}"
         parts.append(
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
             f'class="{cls}"><title>frame {i}: {escape(title)}</title></rect>'
@@ -61,13 +76,16 @@ def omega_curve_svg(params: RectifyParams, frames: int) -> str:
     return "".join(parts)
 
 
-def preview_html(params_or_error: RectifyParams | RectifyError, frames: int) -> str:
+def preview_html(
+    params_or_error: RectifyParams | RectifyError, frames: int, end_picture: bool = False
+) -> str:
     """The accordion's picture and summary, or the error a generation would fail with."""
     if isinstance(params_or_error, RectifyError):
         return f'<div class="nr-error" role="alert">⚠ {escape(str(params_or_error))}</div>'
     params = params_or_error
     try:
-        svg = omega_curve_svg(params, frames)
+        svg = omega_curve_svg(params, frames, end_picture)
+        anchors = anchors_of(params, frames, end_picture)
     except RectifyError as error:
         return f'<div class="nr-error" role="alert">⚠ {escape(str(error))}</div>'
     start, end = params.tau
@@ -76,4 +94,9 @@ def preview_html(params_or_error: RectifyParams | RectifyError, frames: int) -> 
         if params.tau[0] < params.tau[1]
         else f"{frames} frames · empty window: nothing is rectified"
     )
+    if len(anchors) > 1:
+        first, last = ("picture", "end picture") if anchors[0] == 0 else ("end picture", "picture")
+        caption += f" · starts on the {first}, ends on the {last}"
+    elif end_picture and params.end_anchor:
+        caption += " · ⚠ an end picture needs the reference frame first or last (refused)"
     return f'<div class="nr-preview">{svg}<div class="nr-caption">{escape(caption)}</div></div>'

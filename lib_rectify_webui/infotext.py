@@ -15,6 +15,8 @@ from lib_rectify import FIELDS, VERSION_INFOTEXT_KEY
 
 INIT_KEY = "NR init"
 INIT_NOTE = "image latent repeated over the frames (AnimateDiff latent blending off)"
+INIT_NOTE_TWO = "image latent blended linearly into the end picture's over the frames"
+END_KEY = "NR end picture"  # where the end picture came from; the picture is not in it
 PIVOT_KEY = "NR pivot"
 STEPS_KEY = "NR steps"
 SKIPPED_KEY = "NR skipped"

@@ -40,7 +40,8 @@ from typing import Any
 
 import torch
 
-from lib_rectify import Rectifier, RectifyError, RectifyParams
+from lib_rectify import Rectifier, RectifyError, RectifyParams, resolve_reference_frame
+from lib_rectify.anchors import anchor_positions, blend_clean
 from lib_rectify.schedule import alpha_cumprod_at
 
 from . import animatediff, infotext
@@ -51,6 +52,12 @@ from .sampler_plan import CallLabeler, SamplerPlan, plan_sampler
 STATE_ATTR = "_noise_rectification"
 #: Attribute on the job holding XYZ-plot overrides (set on each cell's copy).
 OVERRIDES_ATTR = "_noise_rectification_overrides"
+#: Where an end picture came from (also written to the infotext).
+END_FROM_ANIMATEDIFF = "AnimateDiff's last frame"
+END_FROM_OURS = "this extension's end picture"
+#: How the frames between the two pictures start: bench/results/anchors.md measured the
+#: blends equal within their intervals; linear is the simplest.
+END_BLEND = "linear"
 
 
 class _Abort(BaseException):
@@ -64,6 +71,11 @@ class JobState:
     p: Any
     params: RectifyParams
     clean_latent: torch.Tensor | None = None  # one encoding of the image, [1, C, h, w]
+    # the end picture (docs/two-anchors.md): the image, where it came from, its latent
+    end_picture: Any = None
+    end_source: str = ""
+    end_latent: torch.Tensor | None = None
+    anchors: tuple[int, ...] | None = None  # (reference, other end) with an end picture
     error: BaseException | None = None
     rectified_steps: set[int] = field(default_factory=set)  # over all batches
     total_steps: int = 0
@@ -193,9 +205,9 @@ def fail_job(p: Any, error: BaseException) -> None:
     _patch(p, "sample", refuse)
 
 
-def start(p: Any, params: RectifyParams) -> JobState:
+def start(p: Any, params: RectifyParams, end_picture: Any = None, end_source: str = "") -> JobState:
     """Attach state to the job and wrap its ``init``/``sample``/``close`` (instance attributes)."""
-    state = JobState(p=p, params=params)
+    state = JobState(p=p, params=params, end_picture=end_picture, end_source=end_source)
     setattr(p, STATE_ATTR, state)
     _in_flight.call = None
     original_init, original_sample = p.init, p.sample
@@ -257,8 +269,18 @@ def restore_animatediff_on_close(p: Any) -> None:
 
 
 # ------------------------------------------------------------------ per batch (p.sample)
-def before_sampling(p: Any, x: torch.Tensor, shared: Any, sd_samplers_common: Any) -> None:
-    """``process_before_every_sampling``: the paper's noising stage; wrap the sampler."""
+def before_sampling(
+    p: Any,
+    x: torch.Tensor,
+    shared: Any,
+    sd_samplers_common: Any,
+    encode: Callable[[Any, Any], torch.Tensor] | None = None,
+) -> None:
+    """``process_before_every_sampling``: the paper's noising stage; wrap the sampler.
+
+    ``encode(p, picture)`` turns the end picture into a latent as the WebUI encodes the
+    init image (the script's; only called when there is an end picture).
+    """
     state = state_of(p)
     if state is None or not state.params.active:
         return
@@ -268,7 +290,12 @@ def before_sampling(p: Any, x: torch.Tensor, shared: Any, sd_samplers_common: An
                 "init latent", None, "img2img with an init image (AnimateDiff img2img)"
             )
         frames = x.shape[0]
-        clean = state.clean_latent.to(device=x.device, dtype=x.dtype).expand(frames, *x.shape[1:])
+        if state.end_picture is None:
+            clean = state.clean_latent.to(device=x.device, dtype=x.dtype).expand(
+                frames, *x.shape[1:]
+            )
+        else:
+            clean = _two_anchor_clean(state, frames, x, encode)
         p.init_latent = clean.contiguous()
         state.frames = frames
         sampler = p.sampler
@@ -278,6 +305,49 @@ def before_sampling(p: Any, x: torch.Tensor, shared: Any, sd_samplers_common: An
             return sampler.get_sigmas(p, steps)[steps - t_enc - 1 :]
 
         _wrap_sampling_function(state, sampler, shared, kdiffusion_schedule)
+
+
+def _two_anchor_clean(
+    state: JobState, frames: int, x: torch.Tensor, encode: Callable[[Any, Any], torch.Tensor] | None
+) -> torch.Tensor:
+    """Per-frame clean latents from the picture to the end picture (docs/two-anchors.md):
+    a linear blend, exact at both anchors; sets ``state.anchors``."""
+    reference = resolve_reference_frame(state.params.reference_frame, frames)
+    if frames < 2 or reference not in (0, frames - 1):
+        raise RectifyError(
+            "reference_frame",
+            state.params.reference_frame,
+            f"0 or -1 with an end picture ({state.end_source}): the end picture goes to "
+            "the other end of the video",
+        )
+    if state.end_source == END_FROM_ANIMATEDIFF and reference != 0:
+        raise RectifyError(
+            "reference_frame",
+            state.params.reference_frame,
+            "0 with AnimateDiff's last frame (that picture is the video's last frame)",
+        )
+    if state.end_latent is None:
+        if encode is None:
+            raise RectifyError("end picture", state.end_source, "a host that can encode it")
+        state.end_latent = encode(state.p, state.end_picture).detach()
+    picture = state.clean_latent.to(device=x.device, dtype=torch.float32)
+    end = state.end_latent.to(device=x.device, dtype=torch.float32)
+    if end.shape != picture.shape:
+        raise RectifyError(
+            "end picture latent",
+            tuple(end.shape),
+            f"the init image's latent shape {tuple(picture.shape)}",
+        )
+    other = frames - 1 if reference == 0 else 0
+    state.anchors = (reference, other)
+    first, last = (picture, end) if reference == 0 else (end, picture)
+    rows = blend_clean(
+        first.reshape(1, 1, -1),
+        last.reshape(1, 1, -1),
+        anchor_positions((0, frames - 1), frames),
+        END_BLEND,
+    )
+    return rows.reshape(frames, *x.shape[1:]).to(dtype=x.dtype)
 
 
 def _wrap_sampling_function(
@@ -332,6 +402,7 @@ def _begin_batch(
         frames=state.frames,
         layout="frames",
         pivot="per_step" if plan.stochastic else "initial",
+        anchors=state.anchors,
     )
     state.denoiser = model
     state.alphas_cumprod = shared.sd_model.alphas_cumprod if plan.family == "eps" else None

@@ -126,6 +126,19 @@ def build(script: Any, is_img2img: bool, animatediff_components: Mapping[str, An
                 label="Reference frame index",
                 elem_id=elem("reference_frame"),
             )
+        with gr.Row():
+            end_anchor = gr.Checkbox(
+                value=defaults.end_anchor,
+                label=FIELDS_BY_NAME["end_anchor"].label,
+                elem_id=elem("end_anchor"),
+            )
+            end_picture = gr.Image(
+                value=None,
+                type="pil",
+                label="End picture (optional)",
+                elem_id=elem("end_picture"),
+                height=160,
+            )
         preview = gr.HTML(
             value=preview_html(defaults, frames_from_animatediff(None, None)),
             elem_id=elem("preview"),
@@ -160,17 +173,31 @@ def build(script: Any, is_img2img: bool, animatediff_components: Mapping[str, An
 
     length = animatediff_components.get("video_length")
     context = animatediff_components.get("batch_size")
-    length_inputs = [c for c in (length, context) if c is not None]
+    ad_last_frame = animatediff_components.get("last_frame")
+    extra_inputs = [c for c in (length, context, ad_last_frame) if c is not None]
 
     def redraw(*values: Any) -> str:
-        settings, extra = values[:5], values[5:]
-        video_length = extra[0] if length is not None and extra else None
-        context_size = extra[-1] if context is not None and extra else None
+        settings, pictures, extra = values[:6], values[6:7], list(values[7:])
+        video_length = extra.pop(0) if length is not None else None
+        context_size = extra.pop(0) if context is not None else None
+        ad_last = extra.pop(0) if ad_last_frame is not None else None
+        has_end = pictures[0] is not None or ad_last is not None
         return preview_html(
-            params_or_error(True, *settings), frames_from_animatediff(video_length, context_size)
+            params_or_error(True, *settings),
+            frames_from_animatediff(video_length, context_size),
+            end_picture=has_end,
         )
 
-    preview_inputs = [preset, custom, tau_start, tau_end, reference_frame, *length_inputs]
+    preview_inputs = [
+        preset,
+        custom,
+        tau_start,
+        tau_end,
+        reference_frame,
+        end_anchor,
+        end_picture,
+        *extra_inputs,
+    ]
     for component in preview_inputs:
         component.change(fn=redraw, inputs=preview_inputs, outputs=[preview], show_progress=False)
 
@@ -189,9 +216,10 @@ def build(script: Any, is_img2img: bool, animatediff_components: Mapping[str, An
         (tau_end, _quiet(lambda p: fraction_to_percent(p.tau[1]))),
         (reference_frame, _quiet(lambda p: p.reference_frame)),
         (reference_choice, _quiet(lambda p: _reference_choice(p.reference_frame))),
+        (end_anchor, _quiet(lambda p: p.end_anchor)),
         (preview, _preview_from_infotext),
     ]
     script.paste_field_names = [f.infotext_key for f in FIELDS_BY_NAME.values()] + [
         VERSION_INFOTEXT_KEY
     ]
-    return [enabled, preset, custom, tau_start, tau_end, reference_frame]
+    return [enabled, preset, custom, tau_start, tau_end, reference_frame, end_anchor, end_picture]

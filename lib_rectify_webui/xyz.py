@@ -25,6 +25,7 @@ AXES: tuple[tuple[str, str, type, Callable[[], list[str]] | None], ...] = (
     ("τ start %", "tau_start_percent", float, None),
     ("τ end %", "tau_end_percent", float, None),
     ("Reference frame", "reference_frame", int, None),
+    ("End on the end picture", "end_anchor", str, lambda: ["True", "False"]),
 )
 
 

@@ -13,7 +13,7 @@ from modules import errors, script_callbacks, scripts, sd_samplers_common, share
 from modules.processing import StableDiffusionProcessingImg2Img
 
 from lib_rectify import RectifyError
-from lib_rectify_webui import animatediff, infotext, job, ui, xyz
+from lib_rectify_webui import animatediff, args, infotext, job, ui, xyz
 
 _animatediff_components: dict[str, dict[str, Any]] = {"img2img": {}, "txt2img": {}}
 _xyz_options: list[Any] = []
@@ -65,16 +65,51 @@ class NoiseRectificationScript(scripts.Script):
         refusal = self._refusal(p)
         if refusal is not None:
             raise refusal
+        end_picture, end_source = self._end_picture(p, params, args)
         if not animatediff.setup_completed(p):
             self._note_incomplete_animatediff(p)
         infotext.write(p, params.to_infotext())
         if params.active:
-            job.start(p, params)
-            infotext.write(p, {infotext.INIT_KEY: infotext.INIT_NOTE})
+            job.start(p, params, end_picture, end_source)
+            if end_picture is None:
+                infotext.write(p, {infotext.INIT_KEY: infotext.INIT_NOTE})
+            else:
+                infotext.write(
+                    p, {infotext.INIT_KEY: infotext.INIT_NOTE_TWO, infotext.END_KEY: end_source}
+                )
+
+    @staticmethod
+    def _end_picture(p: Any, params: Any, script_args: tuple) -> tuple[Any, str]:
+        """The end anchor's picture and where it came from (docs/two-anchors.md).
+
+        AnimateDiff's own last frame is honoured as the end anchor; this extension's end
+        picture serves where AnimateDiff's is not set. Both at once are refused.
+        """
+        ad_last = animatediff.arg(animatediff.args_of(p), "last_frame", None)
+        ours = args.end_picture_from_script_args(script_args)
+        if ad_last is not None and ours is not None:
+            raise RectifyError(
+                "end picture",
+                "two",
+                "one end picture: AnimateDiff's last frame or this extension's end picture, "
+                "not both",
+            )
+        if ad_last is not None and not params.end_anchor:
+            raise RectifyError(
+                "end_anchor",
+                False,
+                "true to end on AnimateDiff's last frame (rectification would otherwise pin "
+                "the whole video to the first picture), or remove AnimateDiff's last frame",
+            )
+        if not params.end_anchor or (ad_last is None and ours is None):
+            return None, ""
+        if ad_last is not None:
+            return ad_last, job.END_FROM_ANIMATEDIFF
+        return ours, job.END_FROM_OURS
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
         if "x" in kwargs:
-            job.before_sampling(p, kwargs["x"], shared, sd_samplers_common)
+            job.before_sampling(p, kwargs["x"], shared, sd_samplers_common, _encode_picture)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         job.finish(p)
@@ -153,13 +188,43 @@ class NoiseRectificationScript(scripts.Script):
                 "no refiner with AnimateDiff and noise rectification: the refiner has no "
                 "motion module, so the frames would stop being a video after the switch",
             )
-        if animatediff.arg(ad, "last_frame", None) is not None:
-            return RectifyError(
-                "AnimateDiff last frame",
-                "set",
-                "no last frame: rectification pins the video to one picture",
-            )
         return None
+
+
+def _encode_picture(p: Any, picture: Any) -> Any:
+    """An end picture's latent ``[1, C, h, w]``, made as the WebUI makes the init image's
+    (modules/processing.py:1677-1734, v1.10.1: flatten, resize with the job's resize
+    mode, the VAE encode method of the settings) and as AnimateDiff encodes its last
+    frame (scripts/animatediff_latent.py). Base64 text is decoded as AnimateDiff does."""
+    import numpy as np
+    import torch
+    from modules import devices, images
+    from modules.sd_samplers_common import approximation_indexes, images_tensor_to_samples
+
+    if isinstance(picture, str):
+        from modules.api.api import decode_base64_to_image
+
+        try:
+            picture = decode_base64_to_image(picture)
+        except Exception as error:  # the API's own decoder raises HTTPException
+            raise RectifyError(
+                "end_picture", picture[:40] + "…", "a base64-encoded image"
+            ) from error
+    if not hasattr(picture, "convert"):
+        raise RectifyError("end_picture", type(picture).__name__, "an image")
+    image = images.flatten(picture, shared.opts.img2img_background_color)
+    if p.resize_mode != 3:
+        image = images.resize_image(p.resize_mode, image, p.width, p.height)
+    array = np.moveaxis(np.array(image).astype(np.float32) / 255.0, 2, 0)[None]
+    tensor = torch.from_numpy(array).to(shared.device, dtype=devices.dtype_vae)
+    latent = images_tensor_to_samples(
+        tensor, approximation_indexes.get(shared.opts.sd_vae_encode_method), p.sd_model
+    )
+    if p.resize_mode == 3:
+        latent = torch.nn.functional.interpolate(
+            latent, size=(p.height // 8, p.width // 8), mode="bilinear"
+        )
+    return latent
 
 
 # ------------------------------------------------------------------ registration (once)
@@ -169,6 +234,10 @@ def _on_after_component(component: Any, **_kwargs: Any) -> None:
         for name in ("video-length", "batch-size"):
             if elem_id == f"{tab}-ad-{name}":
                 _animatediff_components[tab][name.replace("-", "_")] = component
+    # AnimateDiff's last-frame image has no elem_id; it exists only in its img2img
+    # "I2V Traditional" accordion (scripts/animatediff_ui.py:462-498, a88e889).
+    if str(getattr(component, "label", "") or "").startswith("Optional last frame"):
+        _animatediff_components["img2img"]["last_frame"] = component
 
 
 def _register_xyz_axes(*_args: Any) -> None:

@@ -52,6 +52,7 @@ def sample(
     final_alpha_cumprod: float = 1.0,
     alphas_cumprod: torch.Tensor | None = None,
     callback: Callable[[int], None] | None = None,
+    clean: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate videos `[B, C, L, H, W]` from `noise` (same shape).
 
@@ -60,6 +61,9 @@ def sample(
     (optional) applies the paper's rectification; it must have been made for `L`
     frames and layout `"frames"`. `final_alpha_cumprod` < 1 makes the last step stop
     short of a clean sample, as the WebUI's DDIM does (then landing matters).
+    `clean` (`[B, C, L, H, W]`) replaces the repeated reference as the per-frame clean
+    latent that is noised and rectified toward (two anchors, AnimateDiff's last-frame
+    blend); `reference` must then be given too (it is not used otherwise).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -69,7 +73,8 @@ def sample(
     abar_all = alphas_cumprod if alphas_cumprod is not None else scaled_linear_alphas_cumprod()
     timesteps: Sequence[int] = sampler_timesteps(steps, strength, abar_all.numel())
     abar = [float(abar_all[t]) for t in timesteps] + [float(final_alpha_cumprod)]
-    clean = repeat_reference(reference, frames) if reference is not None else None
+    if clean is None:
+        clean = repeat_reference(reference, frames) if reference is not None else None
     n = len(timesteps)
 
     if sampler == "ddim":

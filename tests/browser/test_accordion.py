@@ -48,6 +48,8 @@ LABELS = {
     "tau_end": "Window τ end (% of steps)",
     "reference_choice": "Reference frame",
     "reference_frame": "Reference frame index",
+    "end_anchor": "End on the end picture",
+    "end_picture": "End picture (optional)",
 }
 
 
@@ -73,6 +75,10 @@ def hints_block(page: Any) -> dict[str, str]:
 def label_of(page: Any, name: str) -> Any:
     if name == "enabled":
         return nr(page, "enabled").locator(":scope > .label-wrap > span").first
+    if name == "end_anchor":  # a checkbox: its label is the text beside the box
+        return nr(page, name).locator("label span").first
+    if name == "end_picture":  # an image: its label sits on the frame
+        return nr(page, name).locator("[data-testid=block-label]").first
     return nr(page, name).locator("[data-testid=block-info]").first
 
 
@@ -157,7 +163,9 @@ def test_hovering_a_control_label_shows_its_own_hint(page):
     hints = hints_block(page)
     wrong = {}
     for name in CONTROLS:
-        shown = hovered_hint(page, label_of(page, name))
+        # the image's label lies under its drop zone, which takes the pointer: hover that
+        target = nr(page, name) if name == "end_picture" else label_of(page, name)
+        shown = hovered_hint(page, target)
         if shown != hints[PREFIX + name]:
             wrong[name] = shown[:60]
     assert not wrong, wrong
@@ -198,6 +206,48 @@ def test_custom_omega_redraws_the_curve_and_selects_custom(page, artifacts):
     )
     changed = redraw_check(page, artifacts, "custom-2", lambda: box.fill("0.3"))
     assert changed > 50, changed
+
+
+def test_an_end_picture_marks_both_ends_in_the_curve(page, artifacts):
+    """Two anchors drawn (docs/two-anchors.md): the first and the last bar, and the caption."""
+    open_accordion(page, nr(page, "enabled"))
+    nr(page, "omega_preset").locator("label", has_text="paper").click()
+    nr(page, "reference_choice").locator("label", has_text="first").click()
+    assert nr(page, "preview").locator("rect.nr-ref").count() == 1
+    changed = redraw_check(
+        page,
+        artifacts,
+        "end-picture",
+        lambda: (
+            nr(page, "end_picture")
+            .locator("input[type=file]")
+            .set_input_files(
+                files=[{"name": "end.png", "mimeType": "image/png", "buffer": init_png(64)}]
+            )
+        ),
+    )
+    assert changed > 50, changed
+    bars = nr(page, "preview").locator("svg.nr-curve rect.nr-bar")
+    marked = [
+        i for i in range(bars.count()) if "nr-ref" in (bars.nth(i).get_attribute("class") or "")
+    ]
+    assert marked == [0, bars.count() - 1], marked
+    assert "ends on the end picture" in nr(page, "preview").inner_text()
+    # unticking the option goes back to one anchor
+    nr(page, "end_anchor").locator("input[type=checkbox]").uncheck()
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#{PREFIX}preview rect.nr-ref').length === 1"
+    )
+    nr(page, "end_anchor").locator("input[type=checkbox]").check()
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#{PREFIX}preview rect.nr-ref').length === 2"
+    )
+    nr(page, "end_picture").locator(
+        "button[aria-label='Clear'], button[title='Clear']"
+    ).first.click()
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#{PREFIX}preview rect.nr-ref').length === 1"
+    )
 
 
 def test_video_length_redraws_the_curve(page, artifacts):
@@ -285,6 +335,7 @@ def generation(browser_context, ui_url, tmp_path_factory):
     page.wait_for_function(
         f"() => document.querySelector('#{PREFIX}reference_frame input').value === '-1'"
     )
+    nr(page, "end_anchor").locator("input[type=checkbox]").uncheck()
     page.wait_for_timeout(500)
     settings = controls_state(page)
     assert settings["enabled"] and settings["enabled_hidden"], settings
@@ -372,6 +423,7 @@ def test_png_info_send_to_img2img_restores_every_control(generation, browser_con
             "tau_end": 60,
             "reference_choice": "first",
             "reference_frame": 0,
+            "end_anchor": True,
         }, defaults
         switch_tab(page, "PNG Info")
         page.locator("#pnginfo_image input[type=file]").set_input_files(

@@ -24,6 +24,8 @@ CONTROLS = (
     "tau_end",
     "reference_choice",
     "reference_frame",
+    "end_anchor",
+    "end_picture",
 )
 
 
@@ -101,6 +103,7 @@ def controls_state(page: Any) -> dict[str, Any]:
                 tau_end: Number(q('#' + p + 'tau_end input[type=number]').value),
                 reference_choice: checked('reference_choice'),
                 reference_frame: Number(q('#' + p + 'reference_frame input').value),
+                end_anchor: q('#' + p + 'end_anchor input[type=checkbox]').checked,
             };
         }""",
         PREFIX,

@@ -454,7 +454,7 @@ def install() -> types.ModuleType:
     ui_components = types.ModuleType("modules.ui_components")
     ui_components.InputAccordion = lambda value, **kw: Component(value, **kw)
     gradio = types.ModuleType("gradio")
-    for name in ("Textbox", "Number", "HTML", "Markdown", "Checkbox"):
+    for name in ("Textbox", "Number", "HTML", "Markdown", "Checkbox", "Image"):
         setattr(gradio, name, type(name, (Component,), {}))
     gradio.Radio, gradio.Slider = Radio, Slider
     gradio.Row = type("Row", (Component,), {})

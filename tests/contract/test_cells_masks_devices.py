@@ -50,7 +50,7 @@ def _restored(entries) -> RectifyParams:
     }
     defaults = [c.value for c in components]
     restored = [
-        values[id(c)] if values[id(c)] is not None else d
+        values[id(c)] if values.get(id(c)) is not None else d
         for c, d in zip(components, defaults, strict=True)
     ]
     return from_positional(restored)

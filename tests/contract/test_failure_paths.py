@@ -62,7 +62,8 @@ def test_the_fake_reproduces_the_leak_the_glue_must_undo():
 
 REFUSALS = [
     ({"ad": {"freeinit_enable": True}}, STILL, "FreeInit"),
-    ({"ad": {"last_frame": "a picture"}}, STILL, "last frame"),
+    ({"ad": {"last_frame": "a picture"}}, {**STILL, "end_anchor": False}, "last frame"),
+    ({"ad": {"last_frame": "a picture"}}, {**STILL, "end_picture": "another"}, "not both"),
     ({}, {"enabled": True, "omega": "wobbly"}, "omega"),
     ({}, {"enabled": True, "reference_frame": 8}, "reference_frame"),
 ]
@@ -71,7 +72,13 @@ REFUSALS = [
 @pytest.mark.parametrize(
     ("kwargs", "rect", "fragment"),
     REFUSALS,
-    ids=["freeinit", "last-frame", "bad-value", "frame-index"],
+    ids=[
+        "freeinit",
+        "last-frame-without-end-anchor",
+        "two-end-pictures",
+        "bad-value",
+        "frame-index",
+    ],
 )
 def test_after_a_refused_job_txt2img_and_img2img_are_bit_identical(kwargs, rect, fragment):
     before = plain_txt2img(), plain_img2img()

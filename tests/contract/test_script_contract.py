@@ -46,12 +46,13 @@ def test_ui_returns_the_positional_order_and_is_idempotent():
     first = script.ui(True)
     labels = [c.label for c in first]
     second = script.ui(True)
-    assert len(first) == len(POSITIONAL_ARGS) == 6
+    assert len(first) == len(POSITIONAL_ARGS) == 8
     assert [c.label for c in second] == labels
     assert {k: len(v) for k, v in host.CALLBACKS.items()} == before  # ui() registers nothing
-    enabled, preset, custom, start, end, reference = first
+    enabled, preset, custom, start, end, reference, end_anchor, end_picture = first
     assert enabled.value is False and preset.value == "paper" and custom.value == ""
     assert (start.value, end.value, reference.value) == (0.0, 60.0, 0)
+    assert end_anchor.value is True and end_picture.value is None
     assert preset.kwargs["choices"] == ["paper", "still", "free", "custom"]
     assert all(
         c.elem_id and c.elem_id.startswith("script_img2img_noise_rectification_") for c in first
@@ -127,14 +128,16 @@ def test_stochastic_sampler_uses_the_per_step_pivot_and_says_so():
 # ---------------------------------------------------------------------------- infotext
 def test_infotext_round_trip_restores_every_control():
     wanted = RectifyParams(
-        enabled=True, omega=(1.0, 0.25, 0.5), tau=(0.1, 0.75), reference_frame=-1
+        enabled=True, omega=(1.0, 0.25, 0.5), tau=(0.1, 0.75), reference_frame=-1, end_anchor=False
     )
     _p, processed = run([wanted.to_api()])
     entries = {k: str(v) for k, v in processed.extra_generation_params.items()}
     script = Script()
     components = script.ui(True)
     values = {id(c): fn(entries) for c, fn in script.infotext_fields}
-    restored = [values[id(c)] for c in components]
+    # every control but the end picture (an image, not in the infotext) has a paste field
+    assert [c for c in components if id(c) not in values] == [components[-1]]
+    restored = [values.get(id(c)) for c in components]
     assert from_positional(restored) == wanted
 
 
@@ -143,7 +146,7 @@ def test_infotext_without_our_keys_disables_and_leaves_the_rest():
     components = script.ui(True)
     values = {id(c): fn({"Steps": "20"}) for c, fn in script.infotext_fields}
     assert values[id(components[0])] is False
-    assert all(values[id(c)] is None for c in components[1:])
+    assert all(values.get(id(c)) is None for c in components[1:])
 
 
 def test_infotext_from_a_newer_version_is_an_error_and_is_shown():
@@ -254,6 +257,7 @@ def test_xyz_axes_register_once_and_unregister():
         "[Noise Rectification] τ start %",
         "[Noise Rectification] τ end %",
         "[Noise Rectification] Reference frame",
+        "[Noise Rectification] End on the end picture",
     ]
     assert xyz.register(module) == []
     xyz.unregister(module, added)

@@ -32,6 +32,7 @@ params_strategy = st.builds(
     omega=omegas,
     tau=taus,
     reference_frame=st.integers(min_value=-64, max_value=63),
+    end_anchor=st.booleans(),
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -45,13 +46,14 @@ json_values = st.recursive(
 def test_defaults_are_the_papers():
     p = RectifyParams()
     assert (p.enabled, p.omega, p.tau, p.reference_frame) == (False, "paper", (0.0, 0.6), 0)
+    assert p.end_anchor  # an end picture, when the host has one, is used
     assert not p.active and RectifyParams(enabled=True).active
     assert not RectifyParams(enabled=True, tau=(0.3, 0.3)).active
 
 
 def test_every_field_has_every_surface():
     names = [f.name for f in FIELDS]
-    assert names == ["enabled", "omega", "tau", "reference_frame"]
+    assert names == ["enabled", "omega", "tau", "reference_frame", "end_anchor"]
     for f in FIELDS:
         assert f.label and f.infotext_key and f.hint and f.allowed and f.type_doc
     assert len({f.infotext_key for f in FIELDS}) == len(FIELDS)
@@ -195,6 +197,9 @@ def test_overrides_parse_xyz_text():
     assert p.with_override("omega", "still").omega == "still"
     assert p.with_override("reference_frame", "-1").reference_frame == -1
     assert p.with_override("enabled", "False").enabled is False
+    assert p.with_override("end_anchor", "False").end_anchor is False
+    with pytest.raises(RectifyError, match="end_anchor"):
+        p.with_override("end_anchor", "maybe")
     with pytest.raises(RectifyError, match="tau"):
         p.with_override("tau_start_percent", "70")  # start after end
     with pytest.raises(RectifyError, match="override"):
@@ -222,7 +227,8 @@ def test_api_parser_raises_only_the_documented_error(value):
 @settings(max_examples=400, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["enabled", "omega", "tau", "reference_frame", "other"]), json_values
+        st.sampled_from(["enabled", "omega", "tau", "reference_frame", "end_anchor", "other"]),
+        json_values,
     )
 )
 def test_api_dict_parser_raises_only_the_documented_error(data):
@@ -241,6 +247,7 @@ def test_api_dict_parser_raises_only_the_documented_error(data):
                 "NR omega",
                 "NR tau",
                 "NR reference frame",
+                "NR end anchor",
                 "NR version",
                 "Steps",
             ]
@@ -267,3 +274,17 @@ def test_override_parser_raises_only_the_documented_error(name, text):
         RectifyParams(enabled=True).with_override(name, text)
     except RectifyError:
         pass
+
+
+def test_end_anchor_on_every_surface():
+    p = RectifyParams(enabled=True, end_anchor=False)
+    assert p.to_api()["end_anchor"] is False
+    assert p.to_infotext()["NR end anchor"] == "False"
+    assert RectifyParams.from_infotext(p.to_infotext()) == p
+    # infotexts written before the field existed read as the default
+    older = {k: v for k, v in p.to_infotext().items() if k != "NR end anchor"}
+    assert RectifyParams.from_infotext(older).end_anchor is True
+    with pytest.raises(RectifyError, match="end_anchor = 'yes'"):
+        RectifyParams.from_api({"end_anchor": "yes"})
+    with pytest.raises(RectifyError, match="NR end anchor"):
+        RectifyParams.from_infotext({"NR end anchor": "perhaps"})

@@ -46,8 +46,11 @@ def test_positional_form_follows_the_ui_order():
         from_positional([True, "custom", "1, nope"])
     with pytest.raises(RectifyError, match="tau_end_percent"):
         from_positional([True, "paper", "", 0, 150])
-    with pytest.raises(RectifyError, match="at most 6"):
+    with pytest.raises(RectifyError, match="end_anchor = 'extra'"):
         from_positional([True, "paper", "", 0, 60, 0, "extra"])
+    with pytest.raises(RectifyError, match="at most 8"):
+        from_positional([True, "paper", "", 0, 60, 0, True, None, "extra"])
+    assert from_positional([True, "paper", "", 0, 60, 0, False]).end_anchor is False
 
 
 @pytest.mark.parametrize(
@@ -115,8 +118,11 @@ def test_webui_hints_cover_every_control_and_name_animatediff():
         "tau_end",
         "reference_choice",
         "reference_frame",
+        "end_anchor",
+        "end_picture",
     }
     assert "AnimateDiff" in HINTS["enabled"]
+    assert "last frame" in HINTS["end_anchor"]
     assert all(len(hint) > 20 for hint in HINTS.values())
 
 
@@ -153,3 +159,16 @@ def test_script_args_parser_raises_only_the_documented_error(value):
         from_script_args([value])
     except RectifyError:
         pass
+
+
+def test_the_end_picture_is_read_beside_the_settings():
+    picture = object()
+    positional = [True, "paper", "", 0, 100, 0, True, picture]
+    assert args.end_picture_from_script_args(positional) is picture
+    assert from_script_args(positional) == RectifyParams(enabled=True, tau=(0.0, 1.0))
+    api = [{"enabled": True, "end_picture": "iVBORw0KGgo="}, "ignored UI default"]
+    assert args.end_picture_from_script_args(api) == "iVBORw0KGgo="
+    assert from_script_args(api) == RectifyParams(enabled=True)  # not a setting
+    for empty in ([True], [{"enabled": True}], [{"end_picture": "  "}], [], "text"):
+        assert args.end_picture_from_script_args(empty) is None
+    assert to_positional(RectifyParams())[-1] is None
