@@ -45,6 +45,7 @@ class SchedulerHook:
         *,
         clean: torch.Tensor,
         start_index: int = 0,
+        anchors: tuple[int, ...] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.facts = sch.facts_for(scheduler)
@@ -52,6 +53,7 @@ class SchedulerHook:
         self.clean = clean  # Z repeated over the frames, [B, C, L, h, w]
         self.frames = clean.shape[2]
         self.start_index = start_index  # schedule position of the first step (strength < 1)
+        self.anchors = anchors  # (reference, other end) with an end picture
         self.timesteps: list[float] = []  # the steps the pipeline will run
         self.full_timesteps: torch.Tensor | None = None
         self.calls = 0
@@ -114,6 +116,7 @@ class SchedulerHook:
                 log.info("noise rectification: per-step pivot (%s)", self.pivot_reason)
             self.rectifier = Rectifier(
                 self.params,
+                anchors=self.anchors,
                 frames=self.frames,
                 layout=layout,
                 pivot="per_step" if self.pivot_reason else "initial",

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from lib_rectify import RectifyError, RectifyParams
+from lib_rectify import RectifyError, RectifyParams, resolve_reference_frame
+from lib_rectify.anchors import anchor_positions, blend_clean
 
 from . import schedulers as sch
 from .hook import SchedulerHook, hooked_scheduler
@@ -161,6 +162,8 @@ def image_to_video(
     generator: torch.Generator | list[torch.Generator] | None = None,
     reference_latent: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    end_image: Any = None,
+    end_latent: torch.Tensor | None = None,
     **pipe_kwargs: Any,
 ) -> Any:
     """Animate ``image`` with ``pipe`` (a stock diffusers video pipeline), keeping the picture.
@@ -171,6 +174,10 @@ def image_to_video(
     noise prediction rectified inside the window τ of ``params``: ω per frame, the
     reference frame exact. Everything else (prompt, guidance, IP-Adapter images,
     ``output_type`` ...) goes to the pipeline unchanged; its output is returned.
+
+    ``end_image`` (or its latent, ``end_latent``) holds the other end of the video on a
+    second picture (docs/two-anchors.md; ``params.reference_frame`` 0 or -1, and a
+    window to 100 % for exact ends); ``params.end_anchor`` false ignores it.
 
     ``reference_latent`` (``[1, C, h, w]``, already scaled) replaces ``image``;
     ``noise`` (``[B, C, L, h, w]``) replaces the random per-frame noise. Disabled
@@ -226,8 +233,38 @@ def image_to_video(
     pipe_kwargs = dict(pipe_kwargs)
     prompt = repeat_per_prompt(prompt, pipe_kwargs, num_videos_per_prompt)
     videos = _batch_size(prompt, pipe_kwargs.get("prompt_embeds"))
-    clean = reference_latent.to(device=device, dtype=dtype)[:, :, None]
-    clean = clean.expand(videos, -1, num_frames, -1, -1).contiguous()
+    anchors = None
+    if params.end_anchor and (end_image is not None or end_latent is not None):
+        if end_latent is None:
+            end_latent = encode_picture(pipe, end_image, height, width)
+        if end_latent.ndim == 3:
+            end_latent = end_latent[None]
+        if tuple(end_latent.shape) != tuple(reference_latent.shape):
+            raise RectifyError(
+                "end_latent", tuple(end_latent.shape), f"{tuple(reference_latent.shape)}"
+            )
+        reference = resolve_reference_frame(params.reference_frame, num_frames)
+        if num_frames < 2 or reference not in (0, num_frames - 1):
+            raise RectifyError(
+                "reference_frame",
+                params.reference_frame,
+                "0 or -1 with an end picture: it goes to the other end of the video",
+            )
+        anchors = (reference, num_frames - 1 if reference == 0 else 0)
+        first, last = (
+            (reference_latent, end_latent) if reference == 0 else (end_latent, reference_latent)
+        )
+        rows = blend_clean(
+            first.reshape(1, 1, -1).float(),
+            last.reshape(1, 1, -1).float(),
+            anchor_positions((0, num_frames - 1), num_frames),
+            "linear",
+        )
+        clean = rows.reshape(1, num_frames, *reference_latent.shape[1:]).transpose(1, 2)
+        clean = clean.to(device=device, dtype=dtype).expand(videos, -1, -1, -1, -1).contiguous()
+    else:
+        clean = reference_latent.to(device=device, dtype=dtype)[:, :, None]
+        clean = clean.expand(videos, -1, num_frames, -1, -1).contiguous()
     if noise is None:
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -259,7 +296,7 @@ def image_to_video(
         unknown = [k for k in call if k not in accepted]
         if unknown:
             raise RectifyError(unknown[0], call[unknown[0]], f"not an argument of {name}")
-    hook = SchedulerHook(scheduler, params, clean=clean, start_index=first)
+    hook = SchedulerHook(scheduler, params, clean=clean, start_index=first, anchors=anchors)
     if not params.active and first == 0:
         result = pipe(**call)  # exactly the stock pipeline from the same latents
     else:
@@ -278,4 +315,5 @@ def report(hook: SchedulerHook) -> dict[str, Any]:
         "rectified_steps": list(hook.rectified),
         "pivot": "per step: " + hook.pivot_reason if hook.pivot_reason else "initial",
         "landed": hook.landed,
+        "anchors": list(hook.anchors) if hook.anchors else [hook.params.reference_frame],
     }

@@ -344,3 +344,27 @@ def test_the_other_supported_schedulers(tmp, name):
     assert float((free[:, :, -1] - z[:, :, 0]).abs().max()) < 1e-4 * scale
     assert float((free[:, :, 0] - z[:, :, 0]).abs().max()) > 1e-2 * scale
     assert pipe.noise_rectification["pivot"].startswith("per step") == (name == "DDPMScheduler")
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+@pytest.mark.parametrize("name", ["DDIMScheduler", "EulerAncestralDiscreteScheduler"])
+def test_an_end_picture_holds_the_last_frame(tmp, kind, name):
+    """Two anchors (docs/two-anchors.md): the first frame on the picture, the last on the
+    end picture, the middle moving with ω free."""
+    pipe = pipeline(kind, tmp, name)
+    from lib_rectify_diffusers import encode_picture
+
+    end = encode_picture(pipe, 1 - picture(), 16, 16)
+    z = reference_latent(pipe)[:, :, 0]
+    scale = float(z.abs().max())
+    free = run(pipe, {"omega": "free", "tau": [0.0, 1.0]}, end_image=1 - picture())
+    assert float((free[:, :, 0] - z).abs().max()) < 1e-4 * scale
+    assert float((free[:, :, -1] - end).abs().max()) < 1e-4 * scale
+    assert pipe.noise_rectification["anchors"] == [0, FRAMES - 1]
+    still = run(pipe, STILL, end_image=1 - picture())
+    assert float((still[:, :, 1:-1] - free[:, :, 1:-1]).abs().max()) > 1e-2 * scale
+    # end_anchor off: one picture, as without an end image
+    off = run(pipe, {**STILL, "end_anchor": False}, end_image=1 - picture())
+    assert float((off - z[:, :, None]).abs().max()) < 1e-4 * scale
+    with pytest.raises(RectifyError, match="reference_frame"):
+        run(pipe, {**STILL, "reference_frame": 2}, end_image=1 - picture())
