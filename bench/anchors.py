@@ -36,13 +36,12 @@ from pathlib import Path
 import torch
 
 from lib_rectify import Rectifier, RectifyParams
-from lib_rectify.anchors import anchor_positions, blend_clean
-from lib_rectify.layout import from_frame_rows, to_frame_rows
+from lib_rectify.anchors import end_anchored_clean
 
 from .metrics import mean_ci, pool, psnr_from_mse, speckle, video_metrics
 from .tinyvideo.data import held_out_references
 from .tinyvideo.model_io import load_model
-from .tinyvideo.samplers import repeat_reference, sample
+from .tinyvideo.samplers import sample
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PAPER_TAU = (0.0, 0.6)
@@ -106,14 +105,8 @@ def two_anchor_clean(
     first: torch.Tensor, last: torch.Tensor, frames: int, blend: str
 ) -> torch.Tensor:
     """Per-frame clean latents between the pictures (the core's blend), ``[B, C, L, H, W]``."""
-    like = repeat_reference(first, frames)
-    rows = blend_clean(
-        to_frame_rows(repeat_reference(first, 1), "video", 1),
-        to_frame_rows(repeat_reference(last, 1), "video", 1),
-        anchor_positions((0, frames - 1), frames),
-        blend,
-    )
-    return from_frame_rows(rows, like, "video")
+    rows, _ = end_anchored_clean(first, last, frames, 0, blend)
+    return rows.transpose(1, 2)
 
 
 class StepOmegaRectifier(Rectifier):

@@ -78,3 +78,47 @@ def blend_clean(
     wb = torch.where(parallel, s, torch.sin(s * theta) / safe)
     out = wa * a + wb * b
     return torch.where(s == 0, a, torch.where(s == 1, b, out))  # exact ends, not sin-rounded
+
+
+#: The blend the hosts use: bench/results/anchors.md measured the three blends equal
+#: within their intervals, and linear is the simplest.
+DEFAULT_BLEND = "linear"
+
+
+def end_anchored_clean(
+    picture: torch.Tensor,
+    end_picture: torch.Tensor,
+    frames: int,
+    reference_frame: int,
+    blend: str = DEFAULT_BLEND,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The clean latents of a video held on ``picture`` at the reference frame and on
+    ``end_picture`` at the other end, and the two anchors ``(reference, other end)``.
+
+    ``picture`` and ``end_picture`` are ``[B, *S]`` (one latent per video); the result is
+    ``[B, L, *S]`` in float32. The reference frame must be the first or the last.
+    """
+    from .weights import resolve_reference_frame
+
+    if tuple(end_picture.shape) != tuple(picture.shape):
+        raise RectifyError(
+            "end picture latent",
+            tuple(end_picture.shape),
+            f"the picture's latent shape {tuple(picture.shape)}",
+        )
+    reference = resolve_reference_frame(reference_frame, frames)
+    if frames < 2 or reference not in (0, frames - 1):
+        raise RectifyError(
+            "reference_frame",
+            reference_frame,
+            "0 or -1 with an end picture: it goes to the other end of the video",
+        )
+    first, last = (picture, end_picture) if reference == 0 else (end_picture, picture)
+    videos, shape = picture.shape[0], picture.shape[1:]
+    rows = blend_clean(
+        first.reshape(videos, 1, -1),
+        last.reshape(videos, 1, -1),
+        anchor_positions((0, frames - 1), frames),
+        blend,
+    )
+    return rows.reshape(videos, frames, *shape), (reference, frames - 1 - reference)

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from lib_rectify import RectifyError, RectifyParams, resolve_reference_frame
-from lib_rectify.anchors import anchor_positions, blend_clean
+from lib_rectify import RectifyError, RectifyParams
+from lib_rectify.anchors import end_anchored_clean
 
 from . import schedulers as sch
 from .hook import SchedulerHook, hooked_scheduler
@@ -239,29 +239,11 @@ def image_to_video(
             end_latent = encode_picture(pipe, end_image, height, width)
         if end_latent.ndim == 3:
             end_latent = end_latent[None]
-        if tuple(end_latent.shape) != tuple(reference_latent.shape):
-            raise RectifyError(
-                "end_latent", tuple(end_latent.shape), f"{tuple(reference_latent.shape)}"
-            )
-        reference = resolve_reference_frame(params.reference_frame, num_frames)
-        if num_frames < 2 or reference not in (0, num_frames - 1):
-            raise RectifyError(
-                "reference_frame",
-                params.reference_frame,
-                "0 or -1 with an end picture: it goes to the other end of the video",
-            )
-        anchors = (reference, num_frames - 1 if reference == 0 else 0)
-        first, last = (
-            (reference_latent, end_latent) if reference == 0 else (end_latent, reference_latent)
+        rows, anchors = end_anchored_clean(
+            reference_latent.float(), end_latent.float(), num_frames, params.reference_frame
         )
-        rows = blend_clean(
-            first.reshape(1, 1, -1).float(),
-            last.reshape(1, 1, -1).float(),
-            anchor_positions((0, num_frames - 1), num_frames),
-            "linear",
-        )
-        clean = rows.reshape(1, num_frames, *reference_latent.shape[1:]).transpose(1, 2)
-        clean = clean.to(device=device, dtype=dtype).expand(videos, -1, -1, -1, -1).contiguous()
+        clean = rows.transpose(1, 2).to(device=device, dtype=dtype)  # [1, C, L, h, w]
+        clean = clean.expand(videos, -1, -1, -1, -1).contiguous()
     else:
         clean = reference_latent.to(device=device, dtype=dtype)[:, :, None]
         clean = clean.expand(videos, -1, num_frames, -1, -1).contiguous()

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from lib_rectify import Rectifier, RectifyError, RectifyParams, resolve_reference_frame
-from lib_rectify.anchors import anchor_positions, blend_clean
+from lib_rectify.anchors import DEFAULT_BLEND, end_anchored_clean
 from lib_rectify.schedule import alpha_cumprod_at
 
 from . import animatediff, infotext
@@ -55,9 +55,8 @@ OVERRIDES_ATTR = "_noise_rectification_overrides"
 #: Where an end picture came from (also written to the infotext).
 END_FROM_ANIMATEDIFF = "AnimateDiff's last frame"
 END_FROM_OURS = "this extension's end picture"
-#: How the frames between the two pictures start: bench/results/anchors.md measured the
-#: blends equal within their intervals; linear is the simplest.
-END_BLEND = "linear"
+#: How the frames between the two pictures start (the core's measured default).
+END_BLEND = DEFAULT_BLEND
 
 
 class _Abort(BaseException):
@@ -312,15 +311,10 @@ def _two_anchor_clean(
 ) -> torch.Tensor:
     """Per-frame clean latents from the picture to the end picture (docs/two-anchors.md):
     a linear blend, exact at both anchors; sets ``state.anchors``."""
-    reference = resolve_reference_frame(state.params.reference_frame, frames)
-    if frames < 2 or reference not in (0, frames - 1):
-        raise RectifyError(
-            "reference_frame",
-            state.params.reference_frame,
-            f"0 or -1 with an end picture ({state.end_source}): the end picture goes to "
-            "the other end of the video",
-        )
-    if state.end_source == END_FROM_ANIMATEDIFF and reference != 0:
+    if (
+        state.end_source == END_FROM_ANIMATEDIFF
+        and resolve_reference_frame(state.params.reference_frame, frames) != 0
+    ):
         raise RectifyError(
             "reference_frame",
             state.params.reference_frame,
@@ -332,22 +326,10 @@ def _two_anchor_clean(
         state.end_latent = encode(state.p, state.end_picture).detach()
     picture = state.clean_latent.to(device=x.device, dtype=torch.float32)
     end = state.end_latent.to(device=x.device, dtype=torch.float32)
-    if end.shape != picture.shape:
-        raise RectifyError(
-            "end picture latent",
-            tuple(end.shape),
-            f"the init image's latent shape {tuple(picture.shape)}",
-        )
-    other = frames - 1 if reference == 0 else 0
-    state.anchors = (reference, other)
-    first, last = (picture, end) if reference == 0 else (end, picture)
-    rows = blend_clean(
-        first.reshape(1, 1, -1),
-        last.reshape(1, 1, -1),
-        anchor_positions((0, frames - 1), frames),
-        END_BLEND,
+    clean, state.anchors = end_anchored_clean(
+        picture, end, frames, state.params.reference_frame, END_BLEND
     )
-    return rows.reshape(frames, *x.shape[1:]).to(dtype=x.dtype)
+    return clean[0].to(dtype=x.dtype)
 
 
 def _wrap_sampling_function(

@@ -161,3 +161,20 @@ def test_a_video_starts_on_one_picture_and_ends_on_another(model, sampler, omega
     assert float((video[:, :, -1] - last).abs().max()) < 1e-4
     middle = float((video[:, :, 1:-1] - clean[:, :, 1:-1]).abs().max())
     assert middle < 1e-4 if omega == "still" else middle > 1e-2
+
+
+def test_end_anchored_clean_puts_each_picture_at_its_end():
+    from lib_rectify.anchors import end_anchored_clean
+
+    g = torch.Generator().manual_seed(4)
+    picture, end = torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 4, 3, 3, generator=g)
+    clean, anchors = end_anchored_clean(picture, end, L, 0)
+    assert clean.shape == (2, L, 4, 3, 3) and anchors == (0, L - 1)
+    assert torch.equal(clean[:, 0], picture) and torch.equal(clean[:, -1], end)
+    clean, anchors = end_anchored_clean(picture, end, L, -1)
+    assert anchors == (L - 1, 0)
+    assert torch.equal(clean[:, -1], picture) and torch.equal(clean[:, 0], end)
+    with pytest.raises(RectifyError, match="0 or -1"):
+        end_anchored_clean(picture, end, L, 3)
+    with pytest.raises(RectifyError, match="latent shape"):
+        end_anchored_clean(picture, end[:1], L, 0)
