@@ -5,6 +5,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import json_values, omegas, record_validators, unit
 
 import lib_rectify.params as core
 from lib_rectify import (
@@ -19,12 +20,6 @@ from lib_rectify import (
     percent_to_fraction,
 )
 
-unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
-omegas = st.one_of(
-    st.sampled_from(["paper", "still", "free"]),
-    unit,
-    st.lists(unit, min_size=1, max_size=40).map(tuple),
-)
 taus = st.tuples(unit, unit).map(lambda t: (min(t), max(t)))
 params_strategy = st.builds(
     RectifyParams,
@@ -33,13 +28,6 @@ params_strategy = st.builds(
     tau=taus,
     reference_frame=st.integers(min_value=-64, max_value=63),
     end_anchor=st.booleans(),
-)
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=10,
 )
 
 
@@ -114,15 +102,7 @@ def test_one_validator_per_field_is_what_the_constructor_runs():
 @pytest.fixture
 def validator_calls(monkeypatch):
     """Records which fields' validators ran (by field name)."""
-    calls: list[str] = []
-    for name, check in list(core._VALIDATORS.items()):
-
-        def recording(value, name=name, check=check):
-            calls.append(name)
-            return check(value)
-
-        monkeypatch.setitem(core._VALIDATORS, name, recording)
-    return calls
+    return record_validators(monkeypatch)
 
 
 def test_every_parse_path_ends_in_each_fields_validator(validator_calls):

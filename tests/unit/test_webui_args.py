@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import json_values, omegas, record_validators
 
-import lib_rectify.params as core
 from lib_rectify import FIELDS, OMEGA_PRESETS, RectifyError, RectifyParams
 from lib_rectify_webui import args
 from lib_rectify_webui.args import (
@@ -17,20 +17,6 @@ from lib_rectify_webui.args import (
     from_script_args,
     omega_preset,
     to_positional,
-)
-
-unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
-omegas = st.one_of(
-    st.sampled_from(list(OMEGA_PRESETS)),
-    unit,
-    st.lists(unit, min_size=1, max_size=40).map(tuple),
-)
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=10,
 )
 
 
@@ -76,14 +62,7 @@ def test_bad_positional_values_keep_their_wording(values, field, allowed):
 
 
 def test_every_positional_value_ends_in_its_fields_validator(monkeypatch):
-    calls: list[str] = []
-    for name, check in list(core._VALIDATORS.items()):
-
-        def recording(value, name=name, check=check):
-            calls.append(name)
-            return check(value)
-
-        monkeypatch.setitem(core._VALIDATORS, name, recording)
+    calls = record_validators(monkeypatch)
     from_positional([True, "still", "", 10, 70, -1])
     assert set(calls) == {f.name for f in FIELDS}
     calls.clear()
