@@ -9,11 +9,13 @@
 #   --ckpt NAME    checkpoint under models/Stable-diffusion/; default random-sd15.safetensors
 #   --threads N    torch / OpenMP threads; default 1
 #   --log FILE     with --background: where the output goes; default DIR/webui-PORT.log
+#                  (an existing log is kept as FILE.1, replacing the previous FILE.1)
 #   --background   start detached, print the PID, and wait until the server answers
 #                  (GET /sdapi/v1/sd-models; up to 300 s)
 #
 # The models and the Hugging Face cache come from make_random_models.py (same folder).
-# Stop a background server with: kill <PID> (the PID is printed and written to DIR/webui-PORT.pid).
+# Stop a background server with: kill <PID> (the PID is printed and written to DIR/webui-PORT.pid;
+# the file is removed when the server exits, and a stale one is removed at the next start).
 set -euo pipefail
 
 WEBUI=${WEBUI_DIR:-/work/webui}
@@ -33,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift 2 ;;
     --log) LOG=$2; shift 2 ;;
     --background) BACKGROUND=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -64,9 +66,23 @@ if [[ $BACKGROUND = 0 ]]; then
 fi
 
 LOG=${LOG:-$WEBUI/webui-$PORT.log}
-setsid "$PY" launch.py "${FLAGS[@]}" >"$LOG" 2>&1 < /dev/null &
-PID=$!
-echo "$PID" > "$WEBUI/webui-$PORT.pid"
+PIDFILE=$WEBUI/webui-$PORT.pid
+if [[ -f $PIDFILE ]]; then
+  OLD=$(cat "$PIDFILE" 2>/dev/null || true)
+  if [[ $OLD =~ ^[0-9]+$ ]] && kill -0 "$OLD" 2>/dev/null && tr '\0' ' ' < "/proc/$OLD/cmdline" 2>/dev/null | grep -q launch.py; then
+    echo "a WebUI is already running as PID $OLD ($PIDFILE); stop it first: kill $OLD" >&2; exit 1
+  fi
+  echo "removing stale $PIDFILE (PID ${OLD:-?} is gone)"; rm -f "$PIDFILE"
+fi
+if [[ -s $LOG ]]; then mv -f "$LOG" "$LOG.1"; echo "previous log kept as $LOG.1"; fi
+# A small detached shell starts the WebUI, writes its PID and removes the PID file once the
+# WebUI has exited (however it was stopped). The PID in the file is the WebUI's own.
+export NR_PY=$PY NR_PIDFILE=$PIDFILE
+setsid bash -c '"$NR_PY" launch.py "$@" & pid=$!; echo "$pid" > "$NR_PIDFILE"; wait "$pid"; rc=$?
+  [[ "$(cat "$NR_PIDFILE" 2>/dev/null)" != "$pid" ]] || rm -f "$NR_PIDFILE"; exit "$rc"' \
+  webui "${FLAGS[@]}" >"$LOG" 2>&1 < /dev/null &
+for _ in $(seq 50); do [[ -s $PIDFILE ]] && break; sleep 0.1; done
+PID=$(cat "$PIDFILE")
 echo "WebUI PID $PID, log $LOG"
 for _ in $(seq 300); do
   if ! kill -0 "$PID" 2>/dev/null; then echo "WebUI exited; see $LOG" >&2; tail -20 "$LOG" >&2; exit 1; fi
