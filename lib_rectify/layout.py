@@ -67,12 +67,17 @@ def per_frame(
     """A per-frame scalar (σ or ᾱ) as float32 ``[B, L, 1]`` or broadcastable to it.
 
     Accepts a number, a 0-d tensor, or one value per batch entry (``B·L`` for layout
-    'frames', ``B`` for 'video').
+    'frames', ``B`` for 'video'). A single value from the host stays a 0-d CPU tensor (a
+    scalar operand on any device); other host values go to ``device`` asynchronously.
     """
-    tensor = torch.as_tensor(value, dtype=torch.float32, device=device)
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().to(dtype=torch.float32)
+    else:
+        tensor = torch.as_tensor(value, dtype=torch.float32)
     count = tensor.numel()
     if count == 1:
-        return tensor.reshape(1, 1, 1)
+        return tensor.reshape(()) if tensor.device.type == "cpu" else tensor.reshape(1, 1, 1)
+    tensor = tensor.to(device=device, non_blocking=True)
     if layout == "frames" and count == videos * frames:
         return tensor.reshape(videos, frames, 1)
     if count == videos:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -21,7 +22,13 @@ from .layout import (
 )
 from .params import RectifyParams
 from .weights import omega_weights, resolve_reference_frame
-from .window import step_in_window
+from .window import step_in_window, window_bounds
+
+#: A step index: a whole number the host counted, or a 0-d tensor on the latents' device
+#: (a step the host looked up there, e.g. with :class:`~lib_rectify.schedule.LevelSteps`).
+Step = int | torch.Tensor
+#: Whether a call is rectified: a bool, or a 0-d bool tensor for a step on the device.
+InWindow = bool | torch.Tensor
 
 #: ``"initial"``: the paper's pivot, the noise of the first model input (deterministic
 #: samplers). ``"per_step"``: the pivot is re-read from the current input at every call,
@@ -40,6 +47,11 @@ class Rectifier:
     Holds one latent-sized float32 tensor (the pivot noise) between calls; everything
     else is temporary. Inputs keep their dtype and device; arithmetic is float32.
     Use one instance per job and drop it afterwards: nothing is global.
+
+    Nothing here waits for the GPU: no call reads a tensor's value back to the host.
+    Checks of values (a finite pivot, σ and ᾱ in range) are queued on the device and
+    read once, in :meth:`finish`, which the host calls when sampling ends; a step can
+    be a 0-d device tensor, and the window is then applied with ``torch.where``.
 
     Denoiser form (k-diffusion samplers, ``x_t = Z + σ_t·n``)::
 
@@ -80,6 +92,10 @@ class Rectifier:
         # The pivot noise n ("initial"), or the clean latent Z it is re-read against ("per_step").
         self.pivot: torch.Tensor | None = None
         self._shape: torch.Size | None = None
+        # Checks queued on the device, read in finish(): (field, allowed) -> any bad value.
+        self._deferred: dict[tuple[str, str, torch.device], torch.Tensor] = {}
+        # The steps of the rectified calls, read in finish(): host ints and device tensors.
+        self._steps: list[tuple[Step, InWindow]] = []
 
     def _resolve_anchors(self, anchors: Sequence[int] | None, frames: int) -> tuple[int, ...]:
         if anchors is None:
@@ -106,13 +122,54 @@ class Rectifier:
     def has_pivot(self) -> bool:
         return self.pivot is not None
 
-    def in_window(self, step: int, total_steps: int) -> bool:
-        return self.active and step_in_window(step, total_steps, self.params.tau)
+    def in_window(self, step: Step, total_steps: int) -> InWindow:
+        """Whether ``step`` is rectified; a 0-d bool tensor when ``step`` is a tensor."""
+        if not self.active:
+            return False
+        if isinstance(step, torch.Tensor):
+            first, stop = window_bounds(total_steps, self.params.tau)
+            if first >= stop:
+                return False
+            return (step >= first) & (step < stop)
+        return step_in_window(step, total_steps, self.params.tau)
+
+    def defer_check(self, field: str, allowed: str, bad: torch.Tensor) -> None:
+        """Queue a check: ``bad`` (a bool tensor) true anywhere fails :meth:`finish`."""
+        flag = bad.detach().reshape(-1).any()
+        key = (field, allowed, flag.device)
+        previous = self._deferred.get(key)
+        self._deferred[key] = flag if previous is None else previous | flag
+
+    def finish(self) -> list[int]:
+        """End of sampling: read the queued checks and the steps (one transfer, at most).
+
+        Raises :class:`RectifyError` naming the first check that failed; returns the
+        steps that were rectified, in order.
+        """
+        checks = list(self._deferred)
+        reads = list(self._deferred.values())
+        for entry in self._steps:
+            reads += [v for v in entry if isinstance(v, torch.Tensor)]
+        values = iter(_read_at_once(reads))
+        failed = [check for check in checks if next(values)]
+        self._deferred.clear()
+        steps: set[int] = set()
+        for entry in self._steps:
+            step, window = (next(values) if isinstance(v, torch.Tensor) else v for v in entry)
+            if window:
+                steps.add(int(step))
+        self._steps.clear()
+        if failed:
+            field, allowed, _device = failed[0]
+            raise RectifyError(field, "a value outside what is allowed", allowed)
+        return sorted(steps)
 
     def release(self) -> None:
-        """Drop the pivot (end of job)."""
+        """Drop the pivot and what was queued (end of job)."""
         self.pivot = None
         self._shape = None
+        self._deferred.clear()
+        self._steps.clear()
 
     # ---------------------------------------------------------------- capture
     def capture_pivot_denoiser(
@@ -150,11 +207,12 @@ class Rectifier:
         *,
         x: torch.Tensor,
         sigma: PerFrame,
-        step: int,
+        step: Step,
         total_steps: int,
     ) -> torch.Tensor:
         """Rectify a denoiser's output ``D``: ``n̂ = (x − D)/σ``, return ``x − σ·ñ``."""
-        if not self.in_window(step, total_steps):
+        window = self.in_window(step, total_steps)
+        if window is False:
             return denoised
         pivot = self._require_pivot(denoised)
         self._check_same(x, denoised, "x")
@@ -166,15 +224,16 @@ class Rectifier:
             x_rows, to_frame_rows(denoised, self.layout, self.frames), sigma_t
         )
         rectified = self._rectify(predicted, pivot)
-        return from_frame_rows(
+        out = from_frame_rows(
             noise_math.denoised_from_noise(x_rows, rectified, sigma_t), denoised, self.layout
         )
+        return self._applied(out, denoised, step, window)
 
     def rectify_eps(
         self,
         eps: torch.Tensor,
         *,
-        step: int,
+        step: Step,
         total_steps: int,
         x: torch.Tensor | None = None,
         alpha_cumprod: PerFrame | None = None,
@@ -185,7 +244,8 @@ class Rectifier:
         Landing needs ``x``, ``alpha_cumprod`` and ``alpha_cumprod_prev`` (ᾱ of the
         step's target); it is skipped when the target is already clean (ᾱ_prev = 1).
         """
-        if not self.in_window(step, total_steps):
+        window = self.in_window(step, total_steps)
+        if window is False:
             return eps
         pivot = self._require_pivot(eps)
         if self.pivot_mode == "per_step":
@@ -199,8 +259,9 @@ class Rectifier:
                 to_frame_rows(x, self.layout, self.frames), pivot, abar_now
             )
         rectified = self._rectify(to_frame_rows(eps, self.layout, self.frames), pivot)
+        last = step == total_steps - 1
         if (
-            step == total_steps - 1
+            last is not False
             and x is not None
             and alpha_cumprod is not None
             and alpha_cumprod_prev is not None
@@ -208,16 +269,17 @@ class Rectifier:
             self._check_same(x, eps, "x")
             abar_t = self._alpha(alpha_cumprod, "alpha_cumprod", eps, allow_one=False)
             abar_prev = self._alpha(alpha_cumprod_prev, "alpha_cumprod_prev", eps, allow_one=True)
-            if bool((abar_prev < 1).any()):
-                if bool((abar_prev <= abar_t).any()):
-                    raise RectifyError(
-                        "alpha_cumprod_prev",
-                        float(abar_prev.min()),
-                        "must be larger than alpha_cumprod (a step toward clean)",
-                    )
-                x_rows = to_frame_rows(x, self.layout, self.frames)
-                rectified = noise_math.landing_eps(rectified, x_rows, abar_t, abar_prev)
-        return from_frame_rows(rectified, eps, self.layout)
+            noisy_target = abar_prev < 1  # a clean target (ᾱ_prev = 1) needs no landing
+            self.defer_check(
+                "alpha_cumprod_prev",
+                "larger than alpha_cumprod (a step toward clean)",
+                noisy_target & (abar_prev <= abar_t),
+            )
+            x_rows = to_frame_rows(x, self.layout, self.frames)
+            landed = noise_math.landing_eps(rectified, x_rows, abar_t, abar_prev)
+            land = noisy_target if last is True else noisy_target & last
+            rectified = torch.where(land, landed, rectified)
+        return self._applied(from_frame_rows(rectified, eps, self.layout), eps, step, window)
 
     def clean_estimate_eps(
         self, eps: torch.Tensor, *, x: torch.Tensor, alpha_cumprod: PerFrame
@@ -239,6 +301,15 @@ class Rectifier:
         return from_frame_rows(clean, eps, self.layout)
 
     # ---------------------------------------------------------------- helpers
+    def _applied(
+        self, rectified: torch.Tensor, original: torch.Tensor, step: Step, window: InWindow
+    ) -> torch.Tensor:
+        """Log the call's step; outside a window known only on the device, keep ``original``."""
+        self._steps.append((step, window))
+        if isinstance(window, torch.Tensor):
+            return torch.where(window, rectified, original)
+        return rectified
+
     def _pair(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_same(clean, noisy, "clean")
         return to_frame_rows(noisy, self.layout, self.frames), to_frame_rows(
@@ -246,10 +317,11 @@ class Rectifier:
         )
 
     def _store(self, pivot: torch.Tensor, like: torch.Tensor) -> None:
-        if not bool(torch.isfinite(pivot).all()):
-            raise RectifyError(
-                "noisy latent", "contains NaN or inf", "finite values (check the VAE / init image)"
-            )
+        self.defer_check(
+            "noisy latent",
+            "finite values, no NaN or inf (check the VAE / init image)",
+            ~torch.isfinite(pivot),
+        )
         self.pivot = pivot
         self._shape = like.shape
 
@@ -287,10 +359,10 @@ class Rectifier:
             )
 
     def _omega_on(self, pivot: torch.Tensor) -> torch.Tensor:
-        if self.omega.device != pivot.device:
-            self.omega = self.omega.to(pivot.device)
+        if self.omega.device != pivot.device:  # once a job; asynchronous from the host
+            self.omega = self.omega.to(pivot.device, non_blocking=True)
             if self.mix is not None:
-                self.mix = self.mix.to(pivot.device)
+                self.mix = self.mix.to(pivot.device, non_blocking=True)
         return self.omega
 
     def _rectify(self, predicted: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
@@ -302,21 +374,44 @@ class Rectifier:
     def _scalar(
         self, value: PerFrame, name: str, like: torch.Tensor, *, positive: bool
     ) -> torch.Tensor:
+        """σ or ᾱ for the arithmetic. A number is checked here; a tensor's check is queued."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+            if not math.isfinite(number) or (positive and number <= 0):
+                raise RectifyError(name, number, "finite and > 0")
+            # A 0-d CPU tensor is a scalar operand on any device: no copy to the GPU.
+            return torch.tensor(number, dtype=torch.float32)
         videos = video_count(like.shape, self.layout, self.frames)
         tensor = per_frame(value, name, videos, self.frames, self.layout, like.device)
-        if not bool(torch.isfinite(tensor).all()) or (positive and not bool((tensor > 0).all())):
-            raise RectifyError(name, _first(value), "finite and > 0")
+        bad = ~torch.isfinite(tensor)
+        if positive:
+            bad = bad | (tensor <= 0)
+        self.defer_check(name, "finite and > 0", bad)
         return tensor
 
     def _alpha(
         self, value: PerFrame, name: str, like: torch.Tensor, *, allow_one: bool
     ) -> torch.Tensor:
         tensor = self._scalar(value, name, like, positive=True)
+        allowed = "in (0, 1]" if allow_one else "in (0, 1)"
+        if tensor.ndim == 0 and tensor.device.type == "cpu" and not isinstance(value, torch.Tensor):
+            number = float(value)  # a host number: checked now
+            if number > 1 or (number == 1 and not allow_one):
+                raise RectifyError(name, number, allowed)
+            return tensor
         too_big = (tensor > 1) if allow_one else (tensor >= 1)
-        if bool(too_big.any()):
-            raise RectifyError(name, _first(value), "in (0, 1]" if allow_one else "in (0, 1)")
+        self.defer_check(name, allowed, too_big)
         return tensor
 
 
-def _first(value: PerFrame) -> float:
-    return float(torch.as_tensor(value).flatten()[0])
+def _read_at_once(tensors: list[torch.Tensor]) -> list[int]:
+    """The values of 0-d tensors, in one device-to-host transfer per device (CPU ones free)."""
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    values = [0] * len(tensors)
+    for indices in by_device.values():
+        read = torch.stack([tensors[i].reshape(()).to(torch.long) for i in indices]).tolist()
+        for i, v in zip(indices, read, strict=True):
+            values[i] = v
+    return values

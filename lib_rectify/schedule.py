@@ -54,3 +54,31 @@ def alpha_cumprod_at(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> t
     below, above = table[low_index], table[high_index]
     between = torch.exp(torch.lerp(below.log(), above.log(), frac))
     return torch.where(frac == 0, below, between)
+
+
+class LevelSteps:
+    """:func:`step_of_level` on the device, for hosts that meet the noise level as a GPU tensor.
+
+    Built once per sampling run from the schedule; :meth:`step` then answers with a 0-d
+    index tensor on the same device, so labelling a model call never waits for the GPU
+    (reading ``float(sigma)`` would, once per call). Same rule, same tolerance.
+    """
+
+    def __init__(self, levels: Sequence[float] | torch.Tensor, device: torch.device) -> None:
+        if isinstance(levels, torch.Tensor):
+            values = levels.detach().to(dtype=torch.float32)
+        else:
+            values = torch.tensor([float(v) for v in levels], dtype=torch.float32)
+        # From the host: an asynchronous copy (a pageable source is staged at once).
+        values = values.to(device=device, non_blocking=True)
+        self.count = values.numel() - 1
+        if self.count < 1:
+            raise RectifyError("schedule", values.numel(), "at least two noise levels (one step)")
+        below = values[1:]
+        self._threshold = below + LEVEL_RTOL * below.abs().clamp_min(1e-12)
+        self._index = torch.arange(self.count, device=device)
+
+    def step(self, level: torch.Tensor) -> torch.Tensor:
+        """The step of ``level`` (a 0-d or one-element tensor), as a 0-d long tensor."""
+        above = level.detach().to(torch.float32).reshape(()) > self._threshold
+        return torch.where(above, self._index, self.count - 1).min()

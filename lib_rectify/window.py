@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 from .errors import RectifyError
@@ -26,6 +27,21 @@ def step_in_window(step: int, total_steps: int, tau: tuple[float, float]) -> boo
         return False
     start, end = _exact(tau[0]), _exact(tau[1])
     return total_steps * start <= step < total_steps * end
+
+
+def window_bounds(total_steps: int, tau: tuple[float, float]) -> tuple[int, int]:
+    """``(first, stop)``: step ``i`` is rectified iff ``first ≤ i < stop``.
+
+    The same rule as :func:`step_in_window` (``N·start ≤ i < N·end`` holds for a whole
+    ``i`` exactly when ``⌈N·start⌉ ≤ i < ⌈N·end⌉``), as two whole numbers a host can
+    compare with a step index that lives on the GPU, without reading it back.
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise RectifyError("total_steps", total_steps, "a whole number of steps ≥ 1")
+    start, end = _exact(tau[0]), _exact(tau[1])
+    first = max(math.ceil(total_steps * start), 0)
+    stop = min(math.ceil(total_steps * end), total_steps)
+    return first, max(stop, first)
 
 
 def window_steps(total_steps: int, tau: tuple[float, float]) -> list[int]:

@@ -36,7 +36,12 @@ log = logging.getLogger("lib_rectify_diffusers")
 
 
 class SchedulerHook:
-    """State of one rectified pipeline call (one instance per call; nothing global)."""
+    """State of one rectified pipeline call (one instance per call; nothing global).
+
+    Nothing here waits for the GPU per step: the schedule's tables (timesteps, ᾱ of every
+    step) stay where the scheduler keeps them and are indexed by a counted step; value
+    checks are queued on the device and read once, in :meth:`finish`.
+    """
 
     def __init__(
         self,
@@ -54,8 +59,11 @@ class SchedulerHook:
         self.frames = clean.shape[2]
         self.start_index = start_index  # schedule position of the first step (strength < 1)
         self.anchors = anchors  # (reference, other end) with an end picture
-        self.timesteps: list[float] = []  # the steps the pipeline will run
+        self.timesteps: torch.Tensor | None = None  # the steps the pipeline will run
+        self.total = 0
         self.full_timesteps: torch.Tensor | None = None
+        self.step_alphas: torch.Tensor | None = None  # ᾱ of each of those steps
+        self.ends_short = False
         self.calls = 0
         self.rectified: list[int] = []
         self.landed = False
@@ -81,8 +89,12 @@ class SchedulerHook:
             s.timesteps = s.timesteps[self.start_index :]
             if hasattr(s, "set_begin_index"):
                 s.set_begin_index(self.start_index)
-        self.timesteps = [float(t) for t in s.timesteps]
+        self.timesteps = torch.as_tensor(s.timesteps).detach().to(torch.float32)
+        self.total = int(self.timesteps.shape[0])
         self.calls = 0
+        if self.params.active:
+            self.step_alphas = sch.step_alphas(s, self.facts, self.start_index, self.timesteps)
+            self.ends_short = sch.ends_short_of_clean(s, self.facts)
 
     # ------------------------------------------------------------------ step
     def step(self, original: Any, model_output: torch.Tensor, timestep: Any, sample: Any, *a, **k):
@@ -90,56 +102,38 @@ class SchedulerHook:
         if self.full_timesteps is not None and s.timesteps is not self.full_timesteps:
             s.timesteps = self.full_timesteps
         i = self.calls
-        total = len(self.timesteps)
-        if (
-            i >= total
-            or abs(float(torch.as_tensor(timestep).reshape(-1)[0]) - self.timesteps[i]) > 1e-3
-        ):
-            raise RectifyError(
-                "scheduler step",
-                f"call {i + 1} at timestep {float(torch.as_tensor(timestep).reshape(-1)[0]):g}",
-                f"one call per timestep of {self.timesteps} in order "
-                "(FreeInit, FreeNoise and custom loops are not supported)",
-            )
+        total = self.total
+        if i >= total:  # FreeInit's second pass, or a loop that runs past the schedule
+            raise self._order_error(i, timestep)
         self.calls += 1
         if not self.params.active:
             return original(model_output, timestep, sample, *a, **k)
         if float(k.get("s_churn", 0.0) or 0.0) > 0:
             raise RectifyError("s_churn", k["s_churn"], "0 (churn is not supported)")
-        index = self.start_index + i
-        abar = sch.alpha_cumprod(s, self.facts, index, timestep, sample.device)
+        if self.step_alphas.device != sample.device:  # once: the tables go where the latents are
+            self.step_alphas = self.step_alphas.to(sample.device, non_blocking=True)
+            self.timesteps = self.timesteps.to(sample.device, non_blocking=True)
+        abar = self.step_alphas[i]
         x = sch.to_vp(sample, self.facts, abar)
         layout = "video" if sample.ndim == 5 else "frames"
         if self.rectifier is None:
-            self.pivot_reason = sch.fresh_noise_reason(s, self.facts, k)
-            if self.pivot_reason:
-                log.info("noise rectification: per-step pivot (%s)", self.pivot_reason)
-            self.rectifier = Rectifier(
-                self.params,
-                anchors=self.anchors,
-                frames=self.frames,
-                layout=layout,
-                pivot="per_step" if self.pivot_reason else "initial",
-            )
-            clean = self.clean.to(device=sample.device, dtype=torch.float32)
-            if layout == "frames":
-                clean = rearrange(clean, "b c l h w -> (b l) c h w")
-            if tuple(clean.shape) != tuple(sample.shape):
-                raise RectifyError(
-                    "latents shape",
-                    tuple(sample.shape),
-                    f"the reference latent repeated over the frames, {tuple(clean.shape)}",
-                )
-            self.rectifier.capture_pivot_eps(x, clean=clean, alpha_cumprod=abar)
+            self._start(s, sample, x, abar, layout, k)
         rect = self.rectifier
+        # Checked on the device, read in finish(): FreeInit or a custom loop fails there.
+        given = torch.as_tensor(timestep).detach().reshape(-1)[0].to(torch.float32)
+        rect.defer_check(
+            "scheduler step",
+            "one call per timestep of the schedule, in order "
+            "(FreeInit, FreeNoise and custom loops are not supported)",
+            (given.to(sample.device, non_blocking=True) - self.timesteps[i]).abs() > 1e-3,
+        )
         if not rect.in_window(i, total):
             return original(model_output, timestep, sample, *a, **k)
         prediction = s.config.get("prediction_type", "epsilon")
         eps = sch.output_to_eps(model_output, x, abar, prediction)
         eps = rect.rectify_eps(eps, step=i, total_steps=total, x=x, alpha_cumprod=abar)
-        self.rectified.append(i)
         out = original(sch.eps_to_output(eps, x, abar, prediction), timestep, sample, *a, **k)
-        if i == total - 1 and sch.ends_short_of_clean(s, self.facts):
+        if i == total - 1 and self.ends_short:
             # Land: the scheduler would keep some of each frame's own noise.
             clean_x = rect.clean_estimate_eps(eps, x=x, alpha_cumprod=abar)
             landed = clean_x.to(dtype=sample.dtype)
@@ -150,15 +144,53 @@ class SchedulerHook:
             self.landed = True
         return out
 
+    def _start(self, s: Any, sample: torch.Tensor, x: torch.Tensor, abar, layout, k) -> None:
+        """The first step: choose the pivot mode and capture the pivot."""
+        self.pivot_reason = sch.fresh_noise_reason(s, self.facts, k)
+        if self.pivot_reason:
+            log.info("noise rectification: per-step pivot (%s)", self.pivot_reason)
+        self.rectifier = Rectifier(
+            self.params,
+            anchors=self.anchors,
+            frames=self.frames,
+            layout=layout,
+            pivot="per_step" if self.pivot_reason else "initial",
+        )
+        clean = self.clean.to(device=sample.device, dtype=torch.float32)
+        if layout == "frames":
+            clean = rearrange(clean, "b c l h w -> (b l) c h w")
+        if tuple(clean.shape) != tuple(sample.shape):
+            raise RectifyError(
+                "latents shape",
+                tuple(sample.shape),
+                f"the reference latent repeated over the frames, {tuple(clean.shape)}",
+            )
+        self.rectifier.capture_pivot_eps(x, clean=clean, alpha_cumprod=abar)
+
+    def _order_error(self, i: int, timestep: Any) -> RectifyError:
+        # An error path: reading values back is fine here.
+        t = timestep.reshape(-1)[0].item() if isinstance(timestep, torch.Tensor) else timestep
+        schedule = [] if self.timesteps is None else [round(v, 3) for v in self.timesteps.tolist()]
+        return RectifyError(
+            "scheduler step",
+            f"call {i + 1} at timestep {float(t):g}",
+            f"one call per timestep of {schedule} in order "
+            "(FreeInit, FreeNoise and custom loops are not supported)",
+        )
+
     def finish(self) -> None:
-        """After the pipeline returns: every step must have passed through the hook."""
+        """After the pipeline returns: read what was checked on the device (one transfer);
+        every step must have passed through the hook."""
         if self.rectifier is not None:
-            self.rectifier.release()
-        if self.params.active and self.calls != len(self.timesteps):
+            try:
+                self.rectified = self.rectifier.finish()
+            finally:
+                self.rectifier.release()
+        if self.params.active and self.calls != self.total:
             raise RectifyError(
                 "scheduler steps seen",
                 self.calls,
-                f"{len(self.timesteps)} (the pipeline did not call scheduler.step once per timestep)",
+                f"{self.total} (the pipeline did not call scheduler.step once per timestep)",
             )
 
 

@@ -96,7 +96,8 @@ def start_latents(
     abar = sch.alpha_cumprod(scheduler, facts, first, t0, noise.device)
     x = abar.sqrt() * clean.to(torch.float32) + (1 - abar).sqrt() * noise.to(torch.float32)
     sample = sch.from_vp(x, facts, abar)
-    return (sample / float(scheduler.init_noise_sigma)).to(noise.dtype), first
+    init_sigma = scheduler.init_noise_sigma  # a number, or a tensor the division keeps where it is
+    return (sample / init_sigma).to(noise.dtype), first
 
 
 def _batch_size(prompt: Any, prompt_embeds: Any) -> int:
@@ -293,7 +294,7 @@ def report(hook: SchedulerHook) -> dict[str, Any]:
     """What the last call did, for logs and tests (``pipe.noise_rectification``)."""
     return {
         "params": hook.params.to_api(),
-        "steps": len(hook.timesteps),
+        "steps": hook.total,
         "rectified_steps": list(hook.rectified),
         "pivot": "per step: " + hook.pivot_reason if hook.pivot_reason else "initial",
         "landed": hook.landed,

@@ -84,15 +84,31 @@ def fresh_noise_reason(scheduler: Any, facts: SchedulerFacts, step_kwargs: dict)
     return ""
 
 
+def step_alphas(
+    scheduler: Any, facts: SchedulerFacts, start_index: int, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """ᾱ of the sample at each step the pipeline will run: float32 on ``timesteps``' device.
+
+    Step ``i`` sits at schedule position ``start_index + i`` (timestep ``timesteps[i]``):
+    ᾱ = 1/(1+σ²) from the scheduler's σ table, or its ``alphas_cumprod`` at the timestep.
+    Computed where the tables are and copied asynchronously: nothing is read back.
+    """
+    device = timesteps.device
+    if facts.level == "sigmas":
+        sigmas = scheduler.sigmas.detach().to(torch.float32)
+        values = sigmas[start_index : start_index + timesteps.shape[0]]
+        return (1.0 / (1.0 + values * values)).to(device, non_blocking=True)
+    table = scheduler.alphas_cumprod.detach().to(torch.float32).to(device, non_blocking=True)
+    return table.index_select(0, timesteps.detach().to(torch.long))
+
+
 def alpha_cumprod(
     scheduler: Any, facts: SchedulerFacts, index: int, timestep: Any, device: torch.device
 ) -> torch.Tensor:
-    """ᾱ of the sample at schedule position ``index`` (timestep ``timestep``), float32."""
-    if facts.level == "sigmas":
-        sigma = scheduler.sigmas[index].to(device=device, dtype=torch.float32)
-        return 1.0 / (1.0 + sigma * sigma)
-    t = int(torch.as_tensor(timestep).reshape(-1)[0])
-    return scheduler.alphas_cumprod[t].to(device=device, dtype=torch.float32)
+    """ᾱ of the sample at schedule position ``index`` (timestep ``timestep``), float32 0-d
+    on ``device``; for the noising before sampling. Nothing is read back to the host."""
+    t = torch.as_tensor(timestep).reshape(1).to(device, non_blocking=True)
+    return step_alphas(scheduler, facts, index, t).to(device, non_blocking=True).reshape(())
 
 
 def ends_short_of_clean(scheduler: Any, facts: SchedulerFacts) -> bool:

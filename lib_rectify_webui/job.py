@@ -28,6 +28,10 @@ sd-webui-animatediff a88e889:
   frames but no reference to the job. The denoiser callback therefore hands the call
   over to the after-CFG callback of the same model call (:data:`_in_flight`), and every
   callback first checks that the call belongs to a job with rectification.
+- Nothing in the per-model-call path waits for the GPU: a call's step is looked up on
+  the device from its σ (sampler_plan.py), the window is then applied on the device, and
+  what needs reading (the rectified steps, the core's value checks) is read once when
+  the sampling function returns.
 """
 
 from __future__ import annotations
@@ -86,8 +90,10 @@ class JobState:
     denoiser: Any = None  # the sampler's CFG denoiser object of this batch
     alphas_cumprod: torch.Tensor | None = None
     calls_seen: int = 0
-    last_call_rectified: bool = False
+    # whether the last call was rectified: a bool, or a 0-d bool tensor on the device
+    last_call_rectified: bool | torch.Tensor = False
     last_clean: torch.Tensor | None = None  # clean estimate of the last rectified call
+    land: bool | torch.Tensor = False  # whether to land the result on last_clean
     undo: list[Callable[[], None]] = field(default_factory=list)
 
     def fail(self, error: BaseException) -> None:
@@ -103,6 +109,7 @@ class JobState:
             self.rectifier.release()
         self.rectifier = self.labeler = self.denoiser = None
         self.last_clean = None
+        self.last_call_rectified = self.land = False
         if _in_flight.call is not None and _in_flight.call.state is self:
             _in_flight.call = None
 
@@ -112,7 +119,7 @@ class _Call:
     state: JobState
     x: torch.Tensor
     sigma: torch.Tensor
-    step: int
+    step: int | torch.Tensor  # a 0-d tensor on the device when looked up from σ
 
 
 class _InFlight:
@@ -389,7 +396,7 @@ def _begin_batch(
     state.denoiser = model
     state.alphas_cumprod = shared.sd_model.alphas_cumprod if plan.family == "eps" else None
     state.calls_seen = 0
-    state.last_call_rectified = False
+    state.last_call_rectified = state.land = False
     state.last_clean = None
     if plan.stochastic:
         infotext.write(
@@ -399,7 +406,8 @@ def _begin_batch(
 
 
 def _finish_batch(state: JobState, result: Any) -> Any:
-    """After the sampling function: no silent no-op; land where the sampler stops short."""
+    """After the sampling function: read what the calls left on the device (one transfer),
+    no silent no-op, land where the sampler stops short."""
     if state.calls_seen == 0:
         state.fail(
             RectifyError(
@@ -409,11 +417,14 @@ def _finish_batch(state: JobState, result: Any) -> Any:
                 "callbacks (another extension may have replaced the sampling loop)",
             )
         )
+    if state.rectifier is not None:
+        with _guard(state, "checking the rectified steps"):
+            state.rectified_steps.update(state.rectifier.finish())
     plan = state.plan
     if (
         plan is not None
         and plan.ends_short_of_clean
-        and state.last_call_rectified
+        and state.land is not False
         and state.last_clean is not None
         and isinstance(result, torch.Tensor)
         and state.last_clean.shape == result.shape
@@ -421,7 +432,8 @@ def _finish_batch(state: JobState, result: Any) -> Any:
         # The WebUI's DDIM / PLMS stop at timestep 1, UniPC at t = 1/1000, DPM fast /
         # adaptive at σ_min: what is left is √(1−ᾱ) (or σ_min) of each frame's own pivot
         # noise, i.e. per-frame grain. Land on the clean estimate instead.
-        return state.last_clean.to(device=result.device, dtype=result.dtype)
+        clean = state.last_clean.to(device=result.device, dtype=result.dtype)
+        return clean if state.land is True else torch.where(state.land, clean, result)
     return result
 
 
@@ -437,7 +449,7 @@ def on_cfg_denoiser(params: Any) -> None:
         frames = state.frames
         x = params.x[-frames:]
         sigma = params.sigma[-frames:]
-        step = state.labeler.label(float(sigma.max()))
+        step = state.labeler.label(sigma)
         state.calls_seen += 1
         rect = state.rectifier
         if not rect.has_pivot:
@@ -457,7 +469,9 @@ def on_cfg_after_cfg(params: Any) -> None:
     if call is None:
         return
     state = call.state
-    with _guard(state, f"rectifying step {call.step} (on_cfg_after_cfg)"):
+    # (a step on the device is not formatted: that would read it back)
+    step = f"step {call.step}" if isinstance(call.step, int) else "a model call"
+    with _guard(state, f"rectifying {step} (on_cfg_after_cfg)"):
         prediction = params.x
         if prediction.shape[0] != state.frames:
             raise RectifyError(
@@ -467,15 +481,16 @@ def on_cfg_after_cfg(params: Any) -> None:
             )
         rect, plan = state.rectifier, state.plan
         total = plan.total_steps
-        state.last_call_rectified = rect.in_window(call.step, total)
-        if not state.last_call_rectified:
+        window = rect.in_window(call.step, total)
+        state.last_call_rectified = window
+        state.land = False
+        if window is False:
             return
-        state.rectified_steps.add(call.step)
         if plan.family == "denoiser":
             params.x = rect.rectify_denoised(
                 prediction, x=call.x, sigma=call.sigma, step=call.step, total_steps=total
             )
-            state.last_clean = params.x
+            state.last_clean, state.land = params.x, window
             return
         abar = alpha_cumprod_at(state.alphas_cumprod, call.sigma)
         eps = rect.rectify_eps(
@@ -484,8 +499,10 @@ def on_cfg_after_cfg(params: Any) -> None:
         params.x = eps
         if plan.rectify_uncond:
             _rectify_saved_uncond(state, call, abar)
-        if call.step == total - 1:
+        last = call.step == total - 1
+        if last is not False:
             state.last_clean = rect.clean_estimate_eps(eps, x=call.x, alpha_cumprod=abar)
+            state.land = window & last if isinstance(last, torch.Tensor) else window
 
 
 def _rectify_saved_uncond(state: JobState, call: _Call, abar: torch.Tensor) -> None:

@@ -36,8 +36,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
+
 from lib_rectify import RectifyError
-from lib_rectify.schedule import step_of_level
+from lib_rectify.schedule import LevelSteps
 
 Family = Literal["denoiser", "eps"]
 #: How the calls of one step are told apart from the next step's:
@@ -97,8 +99,11 @@ class SamplerPlan:
 
     def second_call_follows(self, progress: dict[str, Any]) -> bool:
         """After a step's callback: will that step call the model once more?"""
-        if self.function == "restart_sampler":  # the callback carries the step's target σ
-            return float(progress.get("sigma", 0.0)) != 0.0
+        if self.function == "restart_sampler":
+            # Every Heun step makes its second call unless it ends at σ = 0, and only the
+            # last one does (sd_samplers_extra.py:25-31, 52-63: restart segments stop above
+            # 0): after that callback no call follows at all. No need to read its σ.
+            return True
         i = int(progress["i"])
         if i + 1 >= len(self.levels):
             return False
@@ -130,6 +135,9 @@ def _argument(function: Callable, kwargs: dict[str, Any], name: str, fallback: f
 
 
 def _levels(values: Any) -> tuple[float, ...]:
+    """A schedule on the host: one transfer for a device tensor (once a batch)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).tolist()
     return tuple(float(v) for v in values)
 
 
@@ -230,25 +238,34 @@ def plan_sampler(
 
 
 class CallLabeler:
-    """Labels each model call of one batch with the step it belongs to (see module doc)."""
+    """Labels each model call of one batch with the step it belongs to (see module doc).
+
+    A label from the call's noise level is looked up on the level's device
+    (:class:`~lib_rectify.schedule.LevelSteps`, a 0-d tensor): reading the level on the
+    host would make every model call wait for the GPU. Labels from counting are ints.
+    """
 
     def __init__(self, plan: SamplerPlan) -> None:
         self.plan = plan
         self.calls = 0
         self.callbacks = 0
-        self.last_label = 0
+        self.last_label: int | torch.Tensor = 0
         self._second_call_due = False
+        self._lookup: LevelSteps | None = None
 
-    def label(self, level: float) -> int:
+    def label(self, level: torch.Tensor) -> int | torch.Tensor:
+        """The step of a call at noise level ``level`` (the sampler's σ or timestep tensor)."""
         plan = self.plan
         if plan.pairing == "one_per_step":
-            label = min(self.calls, plan.total_steps - 1)
+            label: int | torch.Tensor = min(self.calls, plan.total_steps - 1)
         elif self._second_call_due:
             label = self.last_label
         elif plan.pairing == "plms" and self.calls == 1 and self.callbacks == 0:
             label = self.last_label
         else:
-            label = step_of_level(plan.levels, level)
+            if self._lookup is None:
+                self._lookup = LevelSteps(plan.levels, level.device)
+            label = self._lookup.step(level.detach().max())
         self._second_call_due = False
         self.calls += 1
         self.last_label = label

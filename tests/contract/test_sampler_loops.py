@@ -78,12 +78,12 @@ class CallLog:
         call = job._in_flight.call
         self._state = job.state_of(getattr(params.denoiser, "p", None))
         self.calls.append(
-            {"level": float(params.sigma.max()), "label": None if call is None else call.step}
+            {"level": float(params.sigma.max()), "label": None if call is None else int(call.step)}
         )
 
     def on_after(self, params):
         if self._state is not None and self.calls:
-            self.calls[-1]["rectified"] = self._state.last_call_rectified
+            self.calls[-1]["rectified"] = bool(self._state.last_call_rectified)
 
     @property
     def labels(self):
@@ -381,3 +381,51 @@ def test_a_sampler_left_with_no_step_is_refused_with_how_to_fix_it():
     with pytest.raises(RectifyError, match=r"sampling steps = 0 .*DDIM runs 0 .*raise the steps"):
         run(STILL, "DDIM", steps=2)  # t_enc = 1: DDIM calls the model 0 times
     assert not host.AnimateDiffMM.mm_injected
+
+
+# ------------------------------------------------------- no GPU synchronisation per call
+@pytest.fixture
+def sync_guard(monkeypatch):
+    """Record every synchronising call made by the glue's per-model-call code: the two CFG
+    callbacks and the progress callback it observes (bench/syncs.py). The sampler loops,
+    the CFG denoiser and the other callbacks are the host's and are not judged."""
+    from bench.syncs import SyncRecorder
+    from lib_rectify_webui import sampler_plan
+
+    recorder = SyncRecorder()
+
+    def watched(function):
+        def call(*args, **kwargs):
+            with recorder.watching():
+                return function(*args, **kwargs)
+
+        return call
+
+    for kind, hook in (
+        ("cfg_denoiser", job.on_cfg_denoiser),
+        ("cfg_after_cfg", job.on_cfg_after_cfg),
+    ):
+        registered = host.CALLBACKS[kind]
+        monkeypatch.setitem(
+            host.CALLBACKS, kind, [watched(f) if f is hook else f for f in registered]
+        )
+    monkeypatch.setattr(
+        sampler_plan.CallLabeler, "progress", watched(sampler_plan.CallLabeler.progress)
+    )
+    return recorder
+
+
+@pytest.mark.parametrize("sampler", fake_samplers.ALL_SAMPLERS)
+def test_no_model_call_waits_for_the_gpu(sampler, sync_guard, log):
+    """Issue 17: no item()/float()/bool()/tolist()/nonzero() or blocking host-to-device copy
+    in the per-model-call path of any WebUI sampler, with a window whose edges fall inside
+    the run; the labels and the reported steps are still exact."""
+    tau = (0.25, 0.75)
+    _p, processed = run({"enabled": True, "omega": "paper", "tau": list(tau)}, sampler)
+    assert sync_guard.sites == [], "synchronising calls per model call:\n" + sync_guard.report()
+    n = steps_of(sampler)
+    assert log.calls and all(
+        c["rectified"] == (n * tau[0] <= c["label"] < n * tau[1]) for c in log.calls
+    )
+    reported = processed.extra_generation_params[infotext.STEPS_KEY]
+    assert reported.endswith(f"of {n}")

@@ -368,3 +368,92 @@ def test_an_end_picture_holds_the_last_frame(tmp, kind, name):
     assert float((off - z[:, :, None]).abs().max()) < 1e-4 * scale
     with pytest.raises(RectifyError, match="reference_frame"):
         run(pipe, {**STILL, "reference_frame": 2}, end_image=1 - picture())
+
+
+# ------------------------------------------------------- no GPU synchronisation per step
+OTHER_SCHEDULERS = [
+    ("LMS", "LMSDiscreteScheduler", {}, {}),
+    ("DPM-single", "DPMSolverSinglestepScheduler", {}, {}),
+    ("DEIS", "DEISMultistepScheduler", {}, {}),
+    ("DDPM", "DDPMScheduler", {}, {}),
+]
+
+
+@pytest.fixture
+def sync_guard(monkeypatch):
+    """Record every synchronising call made by the hook's per-step code (bench/syncs.py);
+    the scheduler's own ``step``, which the hook calls, is the host's and is not judged."""
+    from bench.syncs import SyncRecorder
+    from lib_rectify_diffusers import hook as hook_module
+
+    recorder = SyncRecorder()
+    hooked_step = hook_module.SchedulerHook.step
+
+    def watched(self, original, *args, **kwargs):
+        def host_step(*a, **k):
+            with recorder.paused():
+                return original(*a, **k)
+
+        with recorder.watching():
+            return hooked_step(self, host_step, *args, **kwargs)
+
+    monkeypatch.setattr(hook_module.SchedulerHook, "step", watched)
+    return recorder
+
+
+@pytest.mark.parametrize("kind", ["AnimateDiff", "ModelScope"])
+@pytest.mark.parametrize(
+    ("sid", "name", "config", "extra"),
+    SCHEDULERS + OTHER_SCHEDULERS,
+    ids=[s[0] for s in SCHEDULERS + OTHER_SCHEDULERS],
+)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"omega": "paper", "tau": [0.0, 0.6]},
+        {"omega": "free", "tau": [0.0, 1.0], "reference_frame": -1},
+    ],
+    ids=["paper", "free-last"],
+)
+def test_no_step_waits_for_the_gpu(tmp, sync_guard, kind, sid, name, config, extra, params):
+    """Issue 17: no item()/float()/bool()/tolist()/nonzero() or blocking host-to-device copy
+    in the per-step path, for every scheduler family; the steps are still all rectified."""
+    pipe = pipeline(kind, tmp, name, **config)
+    run(pipe, params, **extra)
+    assert sync_guard.sites == [], "synchronising calls per step:\n" + sync_guard.report()
+    tau = params["tau"]
+    want = [i for i in range(STEPS) if STEPS * tau[0] <= i < STEPS * tau[1]]
+    assert pipe.noise_rectification["rectified_steps"] == want
+
+
+def test_the_guard_sees_a_synchronising_hook(tmp, sync_guard, monkeypatch):
+    """The guard itself: a per-step float() of the timestep (what the hook did before
+    issue 17) is caught and named."""
+    from lib_rectify_diffusers import hook as hook_module
+
+    original = hook_module.SchedulerHook._start
+
+    def reading_start(self, s, sample, x, abar, layout, k):
+        float(abar)  # a host read of a device value, as the old per-step code made
+        return original(self, s, sample, x, abar, layout, k)
+
+    monkeypatch.setattr(hook_module.SchedulerHook, "_start", reading_start)
+    run(pipeline("AnimateDiff", tmp), STILL)
+    assert any("hook.py" in s.where and "float(tensor)" in s.what for s in sync_guard.sites)
+
+
+def test_a_non_finite_picture_latent_fails_after_sampling_naming_it(tmp):
+    """Checks that used to read values every step now run on the device; they still fail."""
+    pipe = pipeline("AnimateDiff", tmp)
+    bad = picture()
+    bad[..., 0, 0] = float("nan")
+    with pytest.raises(RectifyError, match="noisy latent"):
+        image_to_video(
+            pipe,
+            bad,
+            {"omega": "paper"},
+            num_frames=FRAMES,
+            num_inference_steps=STEPS,
+            output_type="latent",
+            prompt="a cat",
+        )

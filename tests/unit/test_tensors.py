@@ -142,8 +142,6 @@ def test_tensor_errors_name_the_problem():
         rect.capture_pivot_denoiser(clean, clean=clean, sigma=float("nan"))
     with pytest.raises(RectifyError, match="alpha_cumprod"):
         rect.capture_pivot_eps(clean, clean=clean, alpha_cumprod=1.0)
-    with pytest.raises(RectifyError, match="NaN"):
-        rect.capture_pivot_denoiser(clean * float("nan"), clean=clean, sigma=1.0)
     rect.capture_pivot_denoiser(clean + 1, clean=clean, sigma=1.0)
     with pytest.raises(RectifyError, match="tensor shape"):
         rect.rectify_denoised(
@@ -163,6 +161,51 @@ def test_tensor_errors_name_the_problem():
         Rectifier(ON, frames=FRAMES, layout="bcthw")
     with pytest.raises(RectifyError, match="frames"):
         Rectifier(ON, frames=0)
+
+
+def test_value_checks_of_tensors_fail_at_finish_naming_the_field():
+    """Values on the device are checked without reading them per call: at finish()."""
+    clean = _rand(FRAMES, 4, 4, 4)
+    rect = Rectifier(ON, frames=FRAMES)
+    rect.capture_pivot_denoiser(clean * float("nan"), clean=clean, sigma=1.0)
+    with pytest.raises(RectifyError, match=r"noisy latent.*NaN or inf"):
+        rect.finish()
+    assert rect.finish() == []  # reported once, nothing left behind
+
+    for sigma, field in [
+        (torch.tensor(0.0), "sigma"),
+        (torch.full((FRAMES,), float("inf")), "sigma"),
+        (torch.tensor(-1.0), "sigma"),
+    ]:
+        rect = Rectifier(ON, frames=FRAMES)
+        rect.capture_pivot_denoiser(clean + 1, clean=clean, sigma=1.0)
+        rect.rectify_denoised(clean, x=clean + 1, sigma=sigma, step=0, total_steps=2)
+        with pytest.raises(RectifyError, match=rf"{field} = .*finite and > 0"):
+            rect.finish()
+
+    rect = Rectifier(ON, frames=FRAMES)
+    rect.capture_pivot_eps(clean + 1, clean=clean, alpha_cumprod=torch.tensor(1.0))
+    with pytest.raises(RectifyError, match=r"alpha_cumprod = .*in \(0, 1\)"):
+        rect.finish()
+
+
+def test_finish_reports_the_rectified_steps_host_and_device_alike():
+    clean = _rand(FRAMES, 4, 4, 4)
+    rect = Rectifier(RectifyParams(enabled=True, tau=(0.25, 0.75)), frames=FRAMES)
+    rect.capture_pivot_denoiser(clean + 2, clean=clean, sigma=2.0)
+    outside = rect.rectify_denoised(
+        clean, x=clean + 2, sigma=2.0, step=torch.tensor(0), total_steps=4
+    )
+    assert torch.equal(outside, clean)  # outside the window: the input, bit for bit
+    host = rect.rectify_denoised(clean, x=clean + 2, sigma=2.0, step=1, total_steps=4)
+    device = rect.rectify_denoised(
+        clean, x=clean + 2, sigma=2.0, step=torch.tensor(1), total_steps=4
+    )
+    assert torch.equal(host, device)
+    assert not torch.equal(host, clean)
+    rect.rectify_denoised(clean, x=clean + 2, sigma=2.0, step=torch.tensor(2), total_steps=4)
+    rect.rectify_denoised(clean, x=clean + 2, sigma=2.0, step=3, total_steps=4)
+    assert rect.finish() == [1, 2]
 
 
 def test_device_mismatch_is_an_error():
