@@ -1,0 +1,395 @@
+"""The nodes in a real ComfyUI with AnimateDiff-Evolved, random weights, over HTTP (opt-in).
+
+Run with ``COMFYUI_URL=http://127.0.0.1:8188 python -m pytest tests/comfyui/live`` against
+the server of tests/comfyui/live/tools/SETUP.md. Latents are compared (SaveLatent, read
+back through /view): the sampled video, and the node's own LATENT output, which is the
+picture repeated over the frames. Settings are chosen so that a bug would show: windows
+whose edges fall inside the run, two-call samplers, the last frame as reference, more
+frames than the motion module's context.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfyui_client import ComfyUI, PromptFailed, PromptRefused, png_bytes
+
+ROOT = Path(__file__).resolve().parents[3]
+CKPT = "random-sd15.safetensors"
+SIZE, FRAMES, STEPS = 64, 8, 4
+STILL = {"omega": "still", "tau_start_percent": 0.0, "tau_end_percent": 100.0}
+PAPER = {"omega": "paper", "tau_start_percent": 0.0, "tau_end_percent": 60.0}
+
+
+@pytest.fixture(scope="module")
+def pictures(comfyui: ComfyUI) -> tuple[str, str]:
+    from PIL import Image
+
+    picture = (
+        Image.open(ROOT / "bench" / "assets" / "sample.png").convert("RGB").resize((SIZE, SIZE))
+    )
+    pixels = torch.tensor(list(picture.getdata()), dtype=torch.float32).view(SIZE, SIZE, 3) / 255
+    first = comfyui.upload_png(png_bytes(pixels), "nr_live_picture.png")
+    last = comfyui.upload_png(png_bytes(pixels.flip(1).flip(0) * 0.8 + 0.1), "nr_live_end.png")
+    return first, last
+
+
+def workflow(
+    pictures: tuple[str, str],
+    settings: dict | None,
+    *,
+    sampler: str = "euler",
+    scheduler: str = "normal",
+    steps: int = STEPS,
+    frames: int = FRAMES,
+    seed: int = 7,
+    loader: str = "gen2",
+    motion: str = "mm_sd15_v2.safetensors",
+    ckpt: str = CKPT,
+    size: int = SIZE,
+    context: int | None = None,
+    end: bool = False,
+    advanced: tuple[int, int, str] | None = None,
+    reference_frame: int = 0,
+    enabled: bool = True,
+    free_init: bool = False,
+) -> dict:
+    """API-format workflow; ``settings`` None: the same workflow without the node."""
+    wf: dict = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "a photo of a cat", "clip": ["1", 1]},
+        },
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "20": {"class_type": "LoadImage", "inputs": {"image": pictures[0]}},
+        "21": {
+            "class_type": "ImageScale",
+            "inputs": {
+                "image": ["20", 0],
+                "upscale_method": "bilinear",
+                "width": size,
+                "height": size,
+                "crop": "disabled",
+            },
+        },
+        "22": {"class_type": "VAEEncode", "inputs": {"pixels": ["21", 0], "vae": ["1", 2]}},
+    }
+    model = ["1", 0]
+    if loader == "gen1":
+        wf["10"] = {
+            "class_type": "ADE_AnimateDiffLoaderGen1",
+            "inputs": {"model": model, "model_name": motion, "beta_schedule": "autoselect"},
+        }
+        if context:
+            wf["10"]["inputs"]["context_options"] = ["12", 0]
+        model = ["10", 0]
+    else:
+        wf["10"] = {"class_type": "ADE_LoadAnimateDiffModel", "inputs": {"model_name": motion}}
+        wf["11"] = {
+            "class_type": "ADE_ApplyAnimateDiffModelSimple",
+            "inputs": {"motion_model": ["10", 0]},
+        }
+        wf["13"] = {
+            "class_type": "ADE_UseEvolvedSampling",
+            "inputs": {"model": model, "beta_schedule": "autoselect", "m_models": ["11", 0]},
+        }
+        if context:
+            wf["13"]["inputs"]["context_options"] = ["12", 0]
+        if free_init:
+            wf["14"] = {
+                "class_type": "ADE_IterationOptsFreeInit",
+                "inputs": {
+                    "iterations": 2,
+                    "filter": "butterworth",
+                    "d_s": 0.25,
+                    "d_t": 0.25,
+                    "n_butterworth": 4,
+                    "sigma_step": 999,
+                    "apply_to_1st_iter": False,
+                    "init_type": "FreeInit [sampler sigma]",
+                },
+            }
+            wf["15"] = {
+                "class_type": "ADE_AnimateDiffSamplingSettings",
+                "inputs": {
+                    "batch_offset": 0,
+                    "noise_type": "default",
+                    "seed_gen": "comfy",
+                    "seed_offset": 0,
+                    "iteration_opts": ["14", 0],
+                },
+            }
+            wf["13"]["inputs"]["sample_settings"] = ["15", 0]
+        model = ["13", 0]
+    if context:
+        wf["12"] = {
+            "class_type": "ADE_StandardUniformContextOptions",
+            "inputs": {
+                "context_length": context,
+                "context_stride": 1,
+                "context_overlap": 4,
+                "fuse_method": "pyramid",
+                "use_on_equal_length": False,
+                "start_percent": 0.0,
+                "guarantee_steps": 1,
+            },
+        }
+    if settings is None:
+        wf["30"] = {
+            "class_type": "RepeatLatentBatch",
+            "inputs": {"samples": ["22", 0], "amount": frames},
+        }
+        latent = ["30", 0]
+    else:
+        inputs = {
+            "model": model,
+            "picture": ["22", 0],
+            "frames": frames,
+            "reference_frame": reference_frame,
+            "enabled": enabled,
+            **PAPER,
+            **settings,
+        }
+        if end:
+            wf["23"] = {"class_type": "LoadImage", "inputs": {"image": pictures[1]}}
+            wf["24"] = {
+                "class_type": "ImageScale",
+                "inputs": {
+                    "image": ["23", 0],
+                    "upscale_method": "bilinear",
+                    "width": size,
+                    "height": size,
+                    "crop": "disabled",
+                },
+            }
+            wf["25"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["24", 0], "vae": ["1", 2]}}
+            inputs["end_picture"] = ["25", 0]
+        wf["30"] = {"class_type": "NoiseRectification", "inputs": inputs}
+        model, latent = ["30", 0], ["30", 1]
+    common = {
+        "model": model,
+        "seed": seed,
+        "steps": steps,
+        "cfg": 7.0,
+        "sampler_name": sampler,
+        "scheduler": scheduler,
+        "positive": ["2", 0],
+        "negative": ["3", 0],
+        "latent_image": latent,
+    }
+    if advanced:
+        start, end_step, leftover = advanced
+        wf["40"] = {
+            "class_type": "KSamplerAdvanced",
+            "inputs": {
+                **common,
+                "noise_seed": common.pop("seed"),
+                "add_noise": "enable",
+                "start_at_step": start,
+                "end_at_step": end_step,
+                "return_with_leftover_noise": leftover,
+            },
+        }
+    else:
+        wf["40"] = {"class_type": "KSampler", "inputs": {**common, "denoise": 1.0}}
+    wf["50"] = {
+        "class_type": "SaveLatent",
+        "inputs": {"samples": ["40", 0], "filename_prefix": "nr_live/video"},
+    }
+    wf["51"] = {
+        "class_type": "SaveLatent",
+        "inputs": {"samples": latent, "filename_prefix": "nr_live/start"},
+    }
+    return wf
+
+
+def run(comfyui: ComfyUI, wf: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    latents = comfyui.run(wf)
+    return latents["50"], latents["51"]
+
+
+def close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-3) -> bool:
+    return bool((a - b).abs().max() <= rel * b.abs().max())
+
+
+# ------------------------------------------------------------------------ the picture
+@pytest.mark.parametrize(
+    "sampler",
+    ["euler", "dpmpp_2m", "ddim", "euler_ancestral", "lcm", "heun", "uni_pc", "dpm_2_ancestral"],
+)
+def test_still_window_gives_identical_frames_equal_to_the_picture(comfyui, pictures, sampler):
+    video, start = run(comfyui, workflow(pictures, STILL, sampler=sampler))
+    assert video.shape == (FRAMES, 4, SIZE // 8, SIZE // 8)
+    assert close(video, start), (video - start).abs().max()
+    off, _ = run(comfyui, workflow(pictures, None, sampler=sampler))
+    assert not close(off, start, 0.05)  # without the node the frames are not the picture
+
+
+@pytest.mark.parametrize("reference", [0, -1])
+def test_free_omega_keeps_the_reference_frame_exact(comfyui, pictures, reference):
+    video, start = run(
+        comfyui,
+        workflow(
+            pictures,
+            {"omega": "free", "tau_end_percent": 100.0},
+            sampler="dpmpp_2m",
+            reference_frame=reference,
+        ),
+    )
+    assert close(video[reference], start[reference])
+    others = [f for f in range(FRAMES) if f != reference % FRAMES]
+    assert (
+        max((video[f] - start[f]).abs().max().item() for f in others)
+        > 0.05 * start.abs().max().item()
+    )
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_two_anchors_hold_both_ends(comfyui, pictures, sampler):
+    video, start = run(
+        comfyui,
+        workflow(pictures, {"omega": "free", "tau_end_percent": 100.0}, sampler=sampler, end=True),
+    )
+    assert close(video[0], start[0]) and close(video[-1], start[-1])
+    assert not close(start[0], start[-1], 0.05)  # two different pictures
+
+
+@pytest.mark.parametrize(
+    "settings", [{"enabled": False}, {"tau_start_percent": 40.0, "tau_end_percent": 40.0}]
+)
+def test_off_or_an_empty_window_is_bit_identical_to_the_workflow_without_the_node(
+    comfyui, pictures, settings
+):
+    settings = dict(settings)
+    enabled = settings.pop("enabled", True)
+    with_node, start = run(
+        comfyui, workflow(pictures, settings, enabled=enabled, sampler="dpmpp_2m")
+    )
+    without, repeated = run(comfyui, workflow(pictures, None, sampler="dpmpp_2m"))
+    assert torch.equal(start, repeated)
+    assert torch.equal(with_node, without)
+
+
+@pytest.mark.parametrize("sampler", ["heun", "dpmpp_2m"])
+def test_a_partial_window_rectifies_exactly_its_steps(comfyui, pictures, sampler):
+    """4 steps: τ 0-50 % and 0-45 % both rectify steps 0-1 (bit-identical); 0-60 % adds step 2."""
+    a, _ = run(comfyui, workflow(pictures, {"tau_end_percent": 50.0}, sampler=sampler))
+    b, _ = run(comfyui, workflow(pictures, {"tau_end_percent": 45.0}, sampler=sampler))
+    c, _ = run(comfyui, workflow(pictures, {"tau_end_percent": 60.0}, sampler=sampler))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_ksampler_advanced_window_is_a_fraction_of_the_steps_it_runs(comfyui, pictures):
+    """Steps 2-6 of 8 sample 4 steps; a still window over them ends on the picture, and
+    τ 0-50 % of those 4 (2 steps) equals 0-45 % but not 0-60 %."""
+    video, start = run(comfyui, workflow(pictures, STILL, steps=8, advanced=(2, 6, "disable")))
+    assert close(video, start)
+    a, _ = run(
+        comfyui, workflow(pictures, {"tau_end_percent": 50.0}, steps=8, advanced=(2, 6, "disable"))
+    )
+    b, _ = run(
+        comfyui, workflow(pictures, {"tau_end_percent": 45.0}, steps=8, advanced=(2, 6, "disable"))
+    )
+    c, _ = run(
+        comfyui, workflow(pictures, {"tau_end_percent": 60.0}, steps=8, advanced=(2, 6, "disable"))
+    )
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_leftover_noise_is_refused_and_the_next_prompt_is_as_before(comfyui, pictures):
+    before, _ = run(comfyui, workflow(pictures, PAPER, sampler="euler"))
+    with pytest.raises(
+        PromptFailed, match=r"Noise Rectification \(image to video\) \(node 30\): last σ"
+    ):
+        run(comfyui, workflow(pictures, PAPER, steps=8, advanced=(0, 5, "enable")))
+    after, _ = run(comfyui, workflow(pictures, PAPER, sampler="euler"))
+    assert torch.equal(before, after)
+
+
+def test_free_init_is_refused_with_a_message(comfyui, pictures):
+    with pytest.raises(PromptFailed, match="iterations = 2"):
+        run(comfyui, workflow(pictures, PAPER, free_init=True))
+
+
+def test_bad_settings_are_refused_when_queued_naming_the_node_and_field(comfyui, pictures):
+    with pytest.raises(PromptRefused) as info:
+        comfyui.queue(workflow(pictures, {"omega": "0.5, nan"}))
+    errors = info.value.body["node_errors"]["30"]
+    assert errors["class_type"] == "NoiseRectification"
+    assert any(
+        "omega = '0.5, nan' is invalid" in e.get("details", "") + e.get("message", "")
+        for e in errors["errors"]
+    )
+    with pytest.raises(PromptRefused, match="tau_start_percent = 70"):
+        comfyui.queue(workflow(pictures, {"tau_start_percent": 70.0, "tau_end_percent": 60.0}))
+    with pytest.raises(PromptRefused, match="reference_frame = 8"):
+        comfyui.queue(workflow(pictures, PAPER, reference_frame=8))
+
+
+def test_an_end_picture_with_a_middle_reference_frame_is_refused(comfyui, pictures):
+    with pytest.raises(PromptFailed, match=r"\(node 30\): reference_frame = 3 is invalid; 0 or -1"):
+        run(comfyui, workflow(pictures, PAPER, end=True, reference_frame=3))
+
+
+# --------------------------------------------------------------- loaders and modules
+@pytest.mark.parametrize(
+    ("loader", "motion", "sampler"),
+    [
+        ("gen1", "mm_sd15_v2.safetensors", "euler"),
+        ("gen2", "mm_sd15_v3.safetensors", "dpmpp_2m"),
+        ("gen1", "mm_sd15_AnimateLCM.safetensors", "lcm"),
+    ],
+)
+def test_loaders_and_motion_modules_keep_the_picture(comfyui, pictures, loader, motion, sampler):
+    video, start = run(
+        comfyui, workflow(pictures, STILL, loader=loader, motion=motion, sampler=sampler)
+    )
+    assert close(video, start)
+    free, start = run(
+        comfyui,
+        workflow(
+            pictures,
+            {"omega": "free", "tau_end_percent": 100.0},
+            loader=loader,
+            motion=motion,
+            sampler=sampler,
+        ),
+    )
+    assert close(free[0], start[0])
+
+
+def test_more_frames_than_the_context_keep_the_picture(comfyui, pictures):
+    video, start = run(comfyui, workflow(pictures, STILL, frames=12, context=8))
+    assert video.shape[0] == 12 and close(video, start)
+    free, start = run(
+        comfyui,
+        workflow(
+            pictures,
+            {"omega": "free", "tau_end_percent": 100.0},
+            frames=12,
+            context=8,
+            reference_frame=-1,
+        ),
+    )
+    assert close(free[-1], start[-1])
+
+
+@pytest.mark.parametrize(
+    "motion", ["hsxl_temporal_layers_native.safetensors", "mm_sdxl_v10_beta.safetensors"]
+)
+def test_sdxl_with_hotshot_xl_and_animatediff_sdxl_keeps_the_picture(comfyui, pictures, motion):
+    """SDXL: SETUP.md's slim SDXL in a layout ComfyUI detects (Segmind Vega depths) and
+    HotShot-XL in its native key names (what ADE recognises); a two-call sampler too."""
+    sdxl = {"ckpt": "random-sdxl-slim-vega.safetensors", "motion": motion}
+    video, start = run(comfyui, workflow(pictures, STILL, sampler="heun", **sdxl))
+    assert close(video, start)
+    free, start = run(
+        comfyui,
+        workflow(pictures, {"omega": "free", "tau_end_percent": 100.0}, reference_frame=-1, **sdxl),
+    )
+    assert close(free[-1], start[-1])
