@@ -393,3 +393,121 @@ def test_sdxl_with_hotshot_xl_and_animatediff_sdxl_keeps_the_picture(comfyui, pi
         workflow(pictures, {"omega": "free", "tau_end_percent": 100.0}, reference_frame=-1, **sdxl),
     )
     assert close(free[-1], start[-1])
+
+
+def test_every_sampler_comfyui_lists_keeps_the_picture(comfyui, pictures):
+    """All of KSampler's samplers (GET /object_info), a still window, 3 steps: every frame
+    ends on the picture, or the sampler is refused with a message naming it."""
+    listed = comfyui.object_info("KSampler")["input"]["required"]["sampler_name"][0]
+    assert len(listed) >= 40, listed
+    failures = []
+    for sampler in listed:
+        try:
+            video, start = run(comfyui, workflow(pictures, STILL, sampler=sampler, steps=3))
+        except PromptFailed as error:
+            failures.append(f"{sampler}: refused: {error.message}")
+            continue
+        if not close(video, start):
+            failures.append(f"{sampler}: off by {(video - start).abs().max().item():.3g}")
+    assert failures == [], "\n".join(failures)
+
+
+def test_every_scheduler_comfyui_lists_keeps_the_picture(comfyui, pictures):
+    listed = comfyui.object_info("KSampler")["input"]["required"]["scheduler"][0]
+    failures = []
+    for scheduler in listed:
+        try:
+            video, start = run(
+                comfyui, workflow(pictures, STILL, sampler="heun", scheduler=scheduler, steps=3)
+            )
+        except PromptFailed as error:
+            failures.append(f"{scheduler}: refused: {error.message}")
+            continue
+        if not close(video, start):
+            failures.append(f"{scheduler}: off by {(video - start).abs().max().item():.3g}")
+    assert failures == [], "\n".join(failures)
+
+
+def test_a_latent_that_does_not_fit_the_picture_is_refused_and_nothing_stays(comfyui, pictures):
+    wf = workflow(pictures, PAPER)
+    wf["31"] = {
+        "class_type": "RepeatLatentBatch",
+        "inputs": {"samples": ["22", 0], "amount": FRAMES + 2},
+    }
+    wf["40"]["inputs"]["latent_image"] = ["31", 0]
+    with pytest.raises(
+        PromptFailed, match=r"\(node 30\): picture latent = \(8, 4, 8, 8\) is invalid"
+    ):
+        run(comfyui, wf)
+    before, _ = run(comfyui, workflow(pictures, PAPER))
+    after, _ = run(comfyui, workflow(pictures, PAPER))
+    assert torch.equal(before, after)
+
+
+# ------------------------------------------------------------------------ IP-Adapter beside it
+IP_ADAPTER = "ip-adapter_sd15.safetensors"
+IP_CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
+
+
+def with_ip_adapter(wf: dict, reference: str) -> dict:
+    """cubiq/ComfyUI_IPAdapter_plus on the model between ADE's Use Evolved Sampling ("13")
+    and the node ("30"): the node's model input is rewired to IPAdapterAdvanced's output."""
+    wf["60"] = {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": IP_CLIP_VISION}}
+    wf["61"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": IP_ADAPTER}}
+    wf["62"] = {"class_type": "LoadImage", "inputs": {"image": reference}}
+    wf["63"] = {
+        "class_type": "IPAdapterAdvanced",
+        "inputs": {
+            "model": wf["30"]["inputs"]["model"],
+            "ipadapter": ["61", 0],
+            "clip_vision": ["60", 0],
+            "image": ["62", 0],
+            "weight": 1.0,
+            "weight_type": "linear",
+            "combine_embeds": "concat",
+            "start_at": 0.0,
+            "end_at": 1.0,
+            "embeds_scaling": "V only",
+        },
+    }
+    wf["30"]["inputs"]["model"] = ["63", 0]
+    return wf
+
+
+def test_ip_adapter_beside_rectification(comfyui, pictures):
+    """IP-Adapter (random weights, SETUP.md "IP-Adapter (optional)") on ADE's model before
+    the node: a still window still ends every frame on the picture, a free one keeps the
+    reference frame exact, and with the node disabled the IP-Adapter does change the video."""
+    nodes = ("IPAdapterModelLoader", "IPAdapterAdvanced", "CLIPVisionLoader")
+    info = {}
+    for node in nodes:
+        try:
+            info[node] = comfyui.object_info(node)
+        except KeyError:
+            pytest.skip(f"no {node} node on the server (ComfyUI_IPAdapter_plus, SETUP.md)")
+    listed = {
+        IP_ADAPTER: info["IPAdapterModelLoader"]["input"]["required"]["ipadapter_file"][0],
+        IP_CLIP_VISION: info["CLIPVisionLoader"]["input"]["required"]["clip_name"][0],
+    }
+    missing = [name for name, names in listed.items() if name not in names]
+    if missing:
+        pytest.skip(f"not in models/ipadapter or models/clip_vision: {missing} (SETUP.md)")
+    y, x = torch.meshgrid(torch.linspace(0, 1, SIZE), torch.linspace(0, 1, SIZE), indexing="ij")
+    checks = ((x * 8).floor() + (y * 8).floor()) % 2
+    reference = comfyui.upload_png(png_bytes(torch.stack([x, y, checks], -1)), "nr_live_ipa.png")
+
+    video, start = run(comfyui, with_ip_adapter(workflow(pictures, STILL), reference))
+    assert video.shape == (FRAMES, 4, SIZE // 8, SIZE // 8)
+    assert close(video, start), (video - start).abs().max()
+
+    free = workflow(pictures, {"omega": "free", "tau_end_percent": 100.0})
+    video, start = run(comfyui, with_ip_adapter(free, reference))
+    assert close(video[0], start[0]), (video[0] - start[0]).abs().max()
+    assert (
+        max((video[f] - start[f]).abs().max().item() for f in range(1, FRAMES))
+        > 0.05 * start[0].abs().max().item()
+    )
+
+    with_ipa, _ = run(comfyui, with_ip_adapter(workflow(pictures, STILL, enabled=False), reference))
+    without, _ = run(comfyui, workflow(pictures, STILL, enabled=False))
+    assert not close(with_ipa, without, 0.05), (with_ipa - without).abs().max()

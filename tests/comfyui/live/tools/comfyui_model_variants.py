@@ -15,10 +15,16 @@ tests/live/tools/make_random_models.py (which writes them for the WebUI).
                layout as "AnimateDiff SDXL v1" (wrong beta schedule on autoselect).
                This renames motion_modules.N.temporal_transformer. ->
                temporal_attentions.N. and pos_encoder.pe -> pos_encoder.positional_encoding.
+  clip-vision  The CLIP ViT-H image encoder written for sd-webui-controlnet (clip_h.pth,
+               a torch pickle with transformers CLIPVisionModelWithProjection keys) as
+               safetensors, tensors unchanged (fp16). ComfyUI reads those keys as they
+               are; IPAdapter_plus's unified loader finds the encoder only by a name like
+               CLIP-ViT-H-14-laion2B-s32B-b79K.(bin|safetensors).
 
 Usage (with any Python that has torch and safetensors, e.g. the ComfyUI venv):
   python comfyui_model_variants.py vega SRC.safetensors DST.safetensors
   python comfyui_model_variants.py hsxl-native SRC.safetensors DST.safetensors
+  python comfyui_model_variants.py clip-vision SRC.pth DST.safetensors
 
 Deterministic: the same input gives the same output bytes. Peak memory about twice
 the file size (vega: about 6.5 GB for the 2.9 GB slim SDXL).
@@ -56,18 +62,31 @@ def hsxl_native(sd):
     return out, f"renamed {len(out)} tensors to HotShot-XL key names"
 
 
+def clip_vision(sd):
+    if "vision_model.encoder.layers.0.layer_norm1.weight" not in sd:
+        raise SystemExit("no vision_model.encoder keys: not a transformers CLIP image encoder?")
+    if "visual_projection.weight" not in sd:
+        raise SystemExit("no visual_projection.weight: IP-Adapter needs the projected embeds")
+    return {k: v.contiguous() for k, v in sd.items()}, f"wrote {len(sd)} tensors unchanged"
+
+
 def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("kind", choices=["vega", "hsxl-native"])
+    p.add_argument("kind", choices=["vega", "hsxl-native", "clip-vision"])
     p.add_argument("src")
     p.add_argument("dst")
     a = p.parse_args()
     from safetensors.torch import load_file, save_file
 
-    sd = load_file(a.src)
-    out, msg = (vega if a.kind == "vega" else hsxl_native)(sd)
+    if a.src.endswith(".safetensors"):
+        sd = load_file(a.src)
+    else:
+        import torch
+
+        sd = torch.load(a.src, map_location="cpu", weights_only=True)
+    out, msg = {"vega": vega, "hsxl-native": hsxl_native, "clip-vision": clip_vision}[a.kind](sd)
     save_file({k: out[k] for k in sorted(out)}, a.dst, metadata={"format": "pt"})
     print(f"{a.dst}: {msg}")
 
