@@ -41,6 +41,8 @@ log = logging.getLogger("noise_rectification")
 #: The wrapper type and key (comfy/patcher_extension.py:49-53).
 SAMPLER_SAMPLE = "sampler_sample"
 WRAPPER_KEY = "noise_rectification"
+#: Marks the options ``CFGGuider.sample`` copies for one sampling (samplers.py:1025).
+PASS_KEY = "noise_rectification_pass"
 
 
 class NodeError(ValueError):
@@ -87,7 +89,6 @@ class Rectification:
         self.node = node
         self.run: _Run | None = None
         self.report = Report()
-        self._last_sampling: Any = None  # the guider's options of the last run (see _passes)
 
     def __deepcopy__(self, memo: dict) -> Rectification:
         """``ModelPatcher.clone`` deep-copies the model options (comfy/model_patcher.py:320),
@@ -186,14 +187,16 @@ class Rectification:
                 "none: it samples the video more than once",
             )
         sampling = getattr(guider, "model_options", None)
-        if sampling is not None and sampling is self._last_sampling:
-            raise RectifyError(
-                "sampling pass",
-                2,
-                "1: something samples the video more than once in one sampler node "
-                "(FreeInit-like iterations); rectification needs a single pass",
-            )
-        self._last_sampling = sampling
+        if isinstance(sampling, dict):
+            if sampling.get(PASS_KEY) is self:
+                raise RectifyError(
+                    "sampling pass",
+                    2,
+                    "1: something samples the video more than once in one sampler node "
+                    "(FreeInit-like iterations); rectification needs a single pass",
+                )
+            # A mark on this sampling's own copy of the options, gone with it afterwards.
+            sampling[PASS_KEY] = self
 
     def _start(self, sampler, guider, sigmas, noise, latent_image, denoise_mask) -> _Run:
         if denoise_mask is not None:

@@ -250,6 +250,23 @@ def test_leftover_noise_is_refused_and_nothing_stays_behind():
     assert torch.equal(sample(model, latent), before)
 
 
+def test_a_second_pass_in_one_sampling_is_refused_then_all_is_as_before():
+    """What AnimateDiff-Evolved's FreeInit does (ADE sampling.py:538-583): an OUTER_SAMPLE
+    wrapper that runs ComfyUI's sampling twice inside one CFGGuider.sample."""
+    model, latent = apply(fresh_model(), STILL)
+    before = sample(model, latent)
+    twice = model.clone()
+
+    def two_passes(executor, *args, **kwargs):
+        executor(*args, **kwargs)
+        return executor(*args, **kwargs)
+
+    twice.add_wrapper_with_key(comfy.WrappersMP.OUTER_SAMPLE, "iterations", two_passes)
+    with pytest.raises(ValueError, match=r"\(node 7\): sampling pass = 2 is invalid"):
+        sample(twice, latent)
+    assert torch.equal(sample(model, latent), before)  # nothing left on the node
+
+
 def test_denoise_below_one_and_custom_sigmas():
     model, latent = apply(fresh_model(), STILL)
     out = sample(model, latent, denoise=0.6)
