@@ -132,14 +132,17 @@ _in_flight = _InFlight()
 
 
 @contextmanager
-def _guard(state: JobState, where: str) -> Iterator[None]:
-    """Any error in a hook fails the job with a message, instead of a silent no-op."""
+def _guard(state: JobState, where: str | Callable[[], str]) -> Iterator[None]:
+    """Any error in a hook fails the job with a message, instead of a silent no-op.
+
+    ``where`` may be a function, called only on an error: a message that names a step
+    living on the GPU reads it back, which is fine once, not on every model call."""
     try:
         yield
     except RectifyError as error:
         state.fail(error)
     except Exception as error:
-        state.fail(internal_error(where, error))
+        state.fail(internal_error(where() if callable(where) else where, error))
 
 
 def internal_error(where: str, error: BaseException) -> RuntimeError:
@@ -469,9 +472,7 @@ def on_cfg_after_cfg(params: Any) -> None:
     if call is None:
         return
     state = call.state
-    # (a step on the device is not formatted: that would read it back)
-    step = f"step {call.step}" if isinstance(call.step, int) else "a model call"
-    with _guard(state, f"rectifying {step} (on_cfg_after_cfg)"):
+    with _guard(state, lambda: f"rectifying step {int(call.step)} (on_cfg_after_cfg)"):
         prediction = params.x
         if prediction.shape[0] != state.frames:
             raise RectifyError(

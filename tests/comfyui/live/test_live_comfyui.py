@@ -511,3 +511,54 @@ def test_ip_adapter_beside_rectification(comfyui, pictures):
     with_ipa, _ = run(comfyui, with_ip_adapter(workflow(pictures, STILL, enabled=False), reference))
     without, _ = run(comfyui, workflow(pictures, STILL, enabled=False))
     assert not close(with_ipa, without, 0.05), (with_ipa - without).abs().max()
+
+
+@pytest.mark.parametrize("node", ["SamplerCustom", "SamplerCustomAdvanced"])
+def test_custom_samplers_with_their_own_sigmas_keep_the_picture(comfyui, pictures, node):
+    """KSamplerSelect + BasicScheduler (karras) into SamplerCustom / SamplerCustomAdvanced
+    (comfy_extras/nodes_custom_sampler.py): τ is over the sigmas they are given."""
+    wf = workflow(pictures, STILL)
+    ks = wf.pop("40")["inputs"]
+    wf["41"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m"}}
+    wf["42"] = {
+        "class_type": "BasicScheduler",
+        "inputs": {"model": ks["model"], "scheduler": "karras", "steps": STEPS, "denoise": 1.0},
+    }
+    if node == "SamplerCustom":
+        wf["40"] = {
+            "class_type": "SamplerCustom",
+            "inputs": {
+                "model": ks["model"],
+                "add_noise": True,
+                "noise_seed": 7,
+                "cfg": 7.0,
+                "positive": ks["positive"],
+                "negative": ks["negative"],
+                "sampler": ["41", 0],
+                "sigmas": ["42", 0],
+                "latent_image": ks["latent_image"],
+            },
+        }
+    else:
+        wf["43"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}}
+        wf["44"] = {
+            "class_type": "CFGGuider",
+            "inputs": {
+                "model": ks["model"],
+                "positive": ks["positive"],
+                "negative": ks["negative"],
+                "cfg": 7.0,
+            },
+        }
+        wf["40"] = {
+            "class_type": "SamplerCustomAdvanced",
+            "inputs": {
+                "noise": ["43", 0],
+                "guider": ["44", 0],
+                "sampler": ["41", 0],
+                "sigmas": ["42", 0],
+                "latent_image": ks["latent_image"],
+            },
+        }
+    video, start = run(comfyui, wf)
+    assert close(video, start), (video - start).abs().max()
