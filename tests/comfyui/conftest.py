@@ -15,8 +15,9 @@ def _kdiffusion_draws_from_torch():
     """The WebUI fake (tests/contract) points k-diffusion's ``torch`` at a job's RNG, as the
     WebUI does (sd_samplers_common.py:205-226) and never undoes; ComfyUI's samplers draw
     from torch itself. Both fakes share the one k-diffusion module."""
-    import fake_comfy
     import torch
+
+    import fake_comfy
 
     saved = fake_comfy.K.torch
     fake_comfy.K.torch = torch
