@@ -10,7 +10,10 @@ Heun's, are the host adapter's to pair with their step: the level alone cannot t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -82,3 +85,38 @@ class LevelSteps:
         """The step of ``level`` (a 0-d or one-element tensor), as a 0-d long tensor."""
         above = level.detach().to(torch.float32).reshape(()) > self._threshold
         return torch.where(above, self._index, self.count - 1).min()
+
+
+# ---------------------------------------- facts of k-diffusion-style sampler functions
+# The WebUI's and ComfyUI's samplers are k-diffusion's functions (with additions); both
+# hosts' adapters need these the same way.
+def host_levels(values: Any) -> tuple[float, ...]:
+    """A schedule on the host: one transfer for a device tensor (once a sampling run)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).tolist()
+    return tuple(float(v) for v in values)
+
+
+def sampler_option(
+    function: Callable, options: Mapping[str, Any], name: str, fallback: float
+) -> float:
+    """An option as the sampler function will see it: passed in ``options``, else the
+    default of its signature, else ``fallback``."""
+    if name in options:
+        return float(options[name])
+    try:
+        parameter = inspect.signature(function).parameters.get(name)
+    except (TypeError, ValueError):
+        parameter = None
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return fallback
+    return float(parameter.default)
+
+
+def ancestral_sigma_down(sigma_from: float, sigma_to: float, eta: float) -> float:
+    """k-diffusion's ancestral split (``get_ancestral_step``): the level the step's
+    deterministic part aims at, below ``sigma_to`` when ``eta`` adds noise."""
+    if not eta or sigma_from <= 0:
+        return sigma_to
+    up = min(sigma_to, eta * math.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2))
+    return math.sqrt(max(sigma_to**2 - up**2, 0.0))

@@ -25,15 +25,14 @@ churn) and then the callback for step i (e.g. sampling.py:233-236). What differs
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from lib_rectify import RectifyError
-from lib_rectify.schedule import LevelSteps
+from lib_rectify.schedule import LevelSteps, ancestral_sigma_down, host_levels, sampler_option
 
 #: One model call per step, or extra calls strictly inside the step's interval.
 _BY_LEVEL = {
@@ -144,41 +143,13 @@ class SamplerPlan:
         if self.function not in _AFTER_CALLBACK or step + 1 > last:
             return 0
         if self.function in _ANCESTRAL_PAIRS:
-            return 1 if _ancestral_sigma_down(levels[step], levels[step + 1], self.eta) > 0 else 0
+            return 1 if ancestral_sigma_down(levels[step], levels[step + 1], self.eta) > 0 else 0
         if self.function == "sample_heunpp2":  # sampling.py:1071-1098
             end = levels[-1]
             if levels[step + 1] == end:
                 return 0
             return 1 if step + 2 > last or levels[step + 2] == end else 2
         return 0 if levels[step + 1] == 0 else 1
-
-
-def _ancestral_sigma_down(sigma_from: float, sigma_to: float, eta: float) -> float:
-    """``get_ancestral_step`` (sampling.py:49-58): the level the step's ODE part aims at."""
-    if not eta:
-        return sigma_to
-    up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
-    return max(sigma_to**2 - up**2, 0.0) ** 0.5
-
-
-def _option(function: Callable, options: dict[str, Any], name: str, fallback: float) -> float:
-    """An option as the sampler function will see it: passed, else its default."""
-    if name in options:
-        return float(options[name])
-    try:
-        parameter = inspect.signature(function).parameters.get(name)
-    except (TypeError, ValueError):
-        parameter = None
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return fallback
-    return float(parameter.default)
-
-
-def host_levels(sigmas: torch.Tensor | Sequence[float]) -> tuple[float, ...]:
-    """The schedule on the host: one transfer, once a run."""
-    if isinstance(sigmas, torch.Tensor):
-        return tuple(float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist())
-    return tuple(float(v) for v in sigmas)
 
 
 def plan_sampler(sampler: Any, sigmas: torch.Tensor | Sequence[float]) -> SamplerPlan:
@@ -207,15 +178,15 @@ def plan_sampler(sampler: Any, sigmas: torch.Tensor | Sequence[float]) -> Sample
     elif name in _CFG_PP:
         stochastic = f"{short} steps along the unconditional prediction (CFG++)"
     elif name in _ETA:
-        eta = _option(function, options, "eta", 1.0)
-        s_noise = _option(function, options, "s_noise", 1.0)
+        eta = sampler_option(function, options, "eta", 1.0)
+        s_noise = sampler_option(function, options, "s_noise", 1.0)
         if eta != 0 and s_noise != 0:
             stochastic = f"{short} with eta = {eta:g} adds fresh noise every step"
-    elif name in _S_NOISE and _option(function, options, "s_noise", 1.0) != 0:
+    elif name in _S_NOISE and sampler_option(function, options, "s_noise", 1.0) != 0:
         stochastic = f"{short} adds fresh noise every step"
-    if name in _CHURN and _option(function, options, "s_churn", 0.0) > 0:
+    if name in _CHURN and sampler_option(function, options, "s_churn", 0.0) > 0:
         stochastic = "sigma churn above 0 re-noises every step"
-    if name == "sample_seeds_2" and _option(function, options, "r", 0.5) >= 1:
+    if name == "sample_seeds_2" and sampler_option(function, options, "r", 0.5) >= 1:
         raise RectifyError("seeds_2 r", options.get("r"), "below 1 (r = 1 is exp_heun_2_x0)")
     return SamplerPlan(
         function=name,
@@ -223,7 +194,7 @@ def plan_sampler(sampler: Any, sigmas: torch.Tensor | Sequence[float]) -> Sample
         total_steps=total,
         stochastic=stochastic,
         ends_short_of_clean=name in _ENDS_SHORT,
-        eta=_option(function, options, "eta", 1.0) if function is not None else 1.0,
+        eta=sampler_option(function, options, "eta", 1.0) if function is not None else 1.0,
     )
 
 

@@ -30,8 +30,6 @@ PyPI ``k-diffusion==0.0.16``) and sd-webui-animatediff a88e889:
 
 from __future__ import annotations
 
-import inspect
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,7 +37,7 @@ from typing import Any, Literal
 import torch
 
 from lib_rectify import RectifyError
-from lib_rectify.schedule import LevelSteps
+from lib_rectify.schedule import LevelSteps, ancestral_sigma_down, host_levels, sampler_option
 
 Family = Literal["denoiser", "eps"]
 #: How the calls of one step are told apart from the next step's:
@@ -109,36 +107,8 @@ class SamplerPlan:
             return False
         here, below = self.levels[i], self.levels[i + 1]
         if self.function in ("sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral"):
-            return _ancestral_sigma_down(here, below, self.eta) > 0
+            return ancestral_sigma_down(here, below, self.eta) > 0
         return below > 0
-
-
-def _ancestral_sigma_down(sigma_from: float, sigma_to: float, eta: float) -> float:
-    """k-diffusion's ancestral split (sampling.py:51-58): the level the ODE step aims at."""
-    if not eta or sigma_from <= 0:
-        return sigma_to
-    up = min(sigma_to, eta * math.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2))
-    return math.sqrt(max(sigma_to**2 - up**2, 0.0))
-
-
-def _argument(function: Callable, kwargs: dict[str, Any], name: str, fallback: float) -> float:
-    """An argument as the sampling function will see it: passed, else its default."""
-    if name in kwargs:
-        return float(kwargs[name])
-    try:
-        parameter = inspect.signature(function).parameters.get(name)
-    except (TypeError, ValueError):
-        parameter = None
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return fallback
-    return float(parameter.default)
-
-
-def _levels(values: Any) -> tuple[float, ...]:
-    """A schedule on the host: one transfer for a device tensor (once a batch)."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().to("cpu", torch.float64).tolist()
-    return tuple(float(v) for v in values)
 
 
 def plan_sampler(
@@ -166,17 +136,17 @@ def plan_sampler(
             name,
             "a sampler the WebUI builds on k-diffusion or on timesteps (this one is neither)",
         )
-    eta = _argument(function, kwargs, "eta", 0.0)
-    s_noise = _argument(function, kwargs, "s_noise", 1.0)
+    eta = sampler_option(function, kwargs, "eta", 0.0)
+    s_noise = sampler_option(function, kwargs, "s_noise", 1.0)
     known = function_name in _ONE_CALL | _TWO_CALL | _OWN_GRID | _TIMESTEP
     stochastic: str | None = None
 
     if "sigmas" in kwargs:
-        levels = _levels(kwargs["sigmas"])
+        levels = host_levels(kwargs["sigmas"])
     elif "timesteps" in kwargs:
-        levels = tuple(reversed(_levels(kwargs["timesteps"])))
+        levels = tuple(reversed(host_levels(kwargs["timesteps"])))
     elif function_name in _OWN_GRID:
-        levels = _levels(kdiffusion_schedule())
+        levels = host_levels(kdiffusion_schedule())
     else:
         raise RectifyError(
             "sampler",
@@ -203,7 +173,7 @@ def plan_sampler(
             ends_short = True  # they stop at sigma_min = σ_(N−1) > 0
         elif levels and levels[-1] > 0:
             ends_short = True
-        if function_name in _CHURN and _argument(function, kwargs, "s_churn", 0.0) > 0:
+        if function_name in _CHURN and sampler_option(function, kwargs, "s_churn", 0.0) > 0:
             stochastic = "sigma churn above 0 re-noises every step"
         kind = _ETA_NOISE.get(function_name)
         if kind and eta != 0 and s_noise != 0:
