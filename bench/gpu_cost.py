@@ -79,7 +79,7 @@ SYNC_WARNING = "synchroniz"  # torch's "called a synchronizing CUDA operation"
 
 
 # ----------------------------------------------------------------------------- models
-def _tokenizer(folder: Path):
+def byte_tokenizer(folder: Path):
     """A CLIP tokenizer with a byte-level vocabulary (no merges): no hub needed."""
     from transformers import CLIPTokenizer
 
@@ -104,7 +104,8 @@ def _tokenizer(folder: Path):
     )
 
 
-def _text_encoder(hidden: int, heads: int, layers: int, *, projection: bool = False, seed: int):
+def clip_text_encoder(hidden: int, heads: int, layers: int, *, projection: bool = False, seed: int):
+    """A random CLIP text encoder of the given width and depth (vocabulary of byte_tokenizer)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
@@ -172,7 +173,7 @@ def sd15(tiny: bool):
             motion_norm_num_groups=2,
             motion_num_attention_heads=4,
         )
-        encoder = _text_encoder(32, 4, 2, seed=5)
+        encoder = clip_text_encoder(32, 4, 2, seed=5)
     else:
         unet = UNet2DConditionModel(
             block_out_channels=(320, 640, 1280, 1280),
@@ -184,12 +185,12 @@ def sd15(tiny: bool):
             attention_head_dim=8,
         )
         adapter = MotionAdapter()  # animatediff-motion-adapter-v1-5-2's config
-        encoder = _text_encoder(768, 12, TEXT_LAYERS, seed=5)  # CLIP ViT-L/14
+        encoder = clip_text_encoder(768, 12, TEXT_LAYERS, seed=5)  # CLIP ViT-L/14
     with tempfile.TemporaryDirectory() as tmp:
         return AnimateDiffPipeline(
             vae=_vae(),
             text_encoder=encoder,
-            tokenizer=_tokenizer(Path(tmp)),
+            tokenizer=byte_tokenizer(Path(tmp)),
             unet=unet,
             motion_adapter=adapter,
             scheduler=scheduler("ddim"),
@@ -225,8 +226,8 @@ def sdxl(tiny: bool):
             use_motion_mid_block=False,
         )
         encoders = (
-            _text_encoder(32, 4, 2, seed=5),
-            _text_encoder(32, 4, 2, projection=True, seed=6),
+            clip_text_encoder(32, 4, 2, seed=5),
+            clip_text_encoder(32, 4, 2, projection=True, seed=6),
         )
     else:
         unet = UNet2DConditionModel(
@@ -253,16 +254,16 @@ def sdxl(tiny: bool):
             use_motion_mid_block=False,
         )
         encoders = (
-            _text_encoder(768, 12, TEXT_LAYERS, seed=5),  # CLIP ViT-L/14
-            _text_encoder(1280, 20, TEXT_LAYERS, projection=True, seed=6),  # OpenCLIP bigG/14
+            clip_text_encoder(768, 12, TEXT_LAYERS, seed=5),  # CLIP ViT-L/14
+            clip_text_encoder(1280, 20, TEXT_LAYERS, projection=True, seed=6),  # OpenCLIP bigG/14
         )
     with tempfile.TemporaryDirectory() as tmp:
         return AnimateDiffSDXLPipeline(
             vae=_vae(),
             text_encoder=encoders[0],
             text_encoder_2=encoders[1],
-            tokenizer=_tokenizer(Path(tmp) / "1"),
-            tokenizer_2=_tokenizer(Path(tmp) / "2"),
+            tokenizer=byte_tokenizer(Path(tmp) / "1"),
+            tokenizer_2=byte_tokenizer(Path(tmp) / "2"),
             unet=unet,
             motion_adapter=adapter,
             scheduler=scheduler("ddim"),
@@ -286,7 +287,7 @@ def modelscope(tiny: bool):
             attention_head_dim=4,
             norm_num_groups=2,
         )
-        encoder = _text_encoder(32, 4, 2, seed=5)
+        encoder = clip_text_encoder(32, 4, 2, seed=5)
     else:
         unet = UNet3DConditionModel(
             block_out_channels=(320, 640, 1280, 1280),
@@ -297,12 +298,12 @@ def modelscope(tiny: bool):
             cross_attention_dim=1024,
             attention_head_dim=64,
         )
-        encoder = _text_encoder(1024, 16, TEXT_LAYERS, seed=5)  # OpenCLIP ViT-H/14
+        encoder = clip_text_encoder(1024, 16, TEXT_LAYERS, seed=5)  # OpenCLIP ViT-H/14
     with tempfile.TemporaryDirectory() as tmp:
         return TextToVideoSDPipeline(
             vae=_vae(),
             text_encoder=encoder,
-            tokenizer=_tokenizer(Path(tmp)),
+            tokenizer=byte_tokenizer(Path(tmp)),
             unet=unet,
             scheduler=scheduler("ddim"),
         )

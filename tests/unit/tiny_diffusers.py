@@ -8,54 +8,19 @@ prompts work without the Hugging Face hub.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from bench.gpu_cost import byte_tokenizer, clip_text_encoder
+
 
 def tokenizer(folder: Path):
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    chars = [chr(c) for c in cs]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": i + 256 for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = 512
-    vocab["<|endoftext|>"] = 513
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77
-    )
+    return byte_tokenizer(folder)
 
 
 def text_encoder(hidden: int = 32, *, projection: bool = False, seed: int = 0):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=514,
-        hidden_size=hidden,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=hidden,
-        bos_token_id=512,
-        eos_token_id=513,
-        pad_token_id=513,
-    )
-    torch.manual_seed(seed)
-    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
-    return model.eval()
+    return clip_text_encoder(hidden, 4, 2, projection=projection, seed=seed).eval()
 
 
 def vae(seed: int = 0):
