@@ -1,4 +1,4 @@
-"""A small client for ComfyUI's HTTP API (standard library + safetensors), for the live suite.
+"""A small client for ComfyUI's HTTP API (standard library + numpy), for the live suite.
 
 ``POST /prompt`` (API-format workflow) → ``prompt_id``, or HTTP 400 with ``node_errors``;
 ``GET /history/<id>`` until the prompt has a status; ``GET /view`` for output files;
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import time
 import urllib.error
 import urllib.parse
@@ -17,8 +18,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
-import torch
-from safetensors.torch import load
+import numpy as np
 
 
 class PromptRefused(Exception):
@@ -107,30 +107,55 @@ class ComfyUI:
             time.sleep(0.5)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {self.timeout} s")
 
-    def run(self, workflow: dict, *, fresh: bool = True) -> dict[str, torch.Tensor]:
+    def view(self, item: dict) -> bytes:
+        """An output file, named as /history lists it (filename, subfolder, type)."""
+        query = urllib.parse.urlencode(
+            {"filename": item["filename"], "subfolder": item["subfolder"], "type": item["type"]}
+        )
+        return self._request(f"/view?{query}")
+
+    def run(self, workflow: dict, *, fresh: bool = True) -> dict[str, np.ndarray]:
         """Queue, wait, and return every saved latent by its node id."""
         if fresh:
             self.free()
         entry = self.wait(self.queue(workflow))
-        latents: dict[str, torch.Tensor] = {}
+        latents: dict[str, np.ndarray] = {}
         for node_id, output in entry.get("outputs", {}).items():
             for item in output.get("latents", []):
-                query = urllib.parse.urlencode(
-                    {
-                        "filename": item["filename"],
-                        "subfolder": item["subfolder"],
-                        "type": item["type"],
-                    }
-                )
-                latents[node_id] = load(self._request(f"/view?{query}"))["latent_tensor"]
+                latents[node_id] = read_safetensors(self.view(item))["latent_tensor"]
         return latents
 
 
-def png_bytes(pixels: torch.Tensor) -> bytes:
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "U8": "u1"}
+
+
+def read_safetensors(data: bytes) -> dict[str, np.ndarray]:
+    """The tensors of a .safetensors file (SaveLatent's .latent is one) as float32/int arrays:
+    an 8-byte little-endian header length, a JSON header, then the raw data. Read here so
+    that the suite needs no torch and no safetensors package."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    body = memoryview(data)[8 + size :]
+    tensors = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = meta["data_offsets"]
+        raw = body[begin:end]
+        if meta["dtype"] == "BF16":  # the upper half of a float32
+            array = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            array = np.frombuffer(raw, _DTYPES[meta["dtype"]])
+        array = array.reshape(meta["shape"])
+        tensors[name] = array.astype(np.float32) if array.dtype.kind == "f" else array.copy()
+    return tensors
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
     """A [H, W, 3] float picture in [0, 1] as PNG bytes."""
     from PIL import Image
 
-    array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    array = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
     out = io.BytesIO()
     Image.fromarray(array).save(out, format="PNG")
     return out.getvalue()
