@@ -7,18 +7,24 @@ package and imports its ``__init__.py`` (the ComfyUI entry point), so that file,
 conftest and test module of these suites, must import without torch.
 
 A venv with only ``pytest numpy pillow`` (built once, kept under the temp folder) runs the
-three suites twice: with no server named, everything skips; with every server variable
-pointing at a closed port, every test fails on the connection or skips, none on an import.
+three suites three times: with no server named, everything skips; with every server
+variable pointing at a closed port, every test fails on the connection or skips, none on an
+import; and against a stub that passes the suites' session checks (it lists the extension,
+AnimateDiff and the nodes) and answers everything else with HTTP 500, so that each test's
+own fixtures and code run up to their first real request: none may fail on an import.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -110,3 +116,52 @@ def test_against_an_absent_server_every_test_fails_on_the_connection_or_skips(
                 wrong.append(f"{case.get('classname')}::{case.get('name')}: {text[-400:]}")
     assert wrong == [], "\n\n".join(wrong[:5])
     assert any(case.find("skipped") is None for case in cases)  # the connection was tried
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """Enough for the suites' session and module fixtures (tests/live/conftest.py reads
+    /sdapi/v1/scripts; tests/comfyui/live: /object_info/NoiseRectification, and uploads its
+    pictures); HTTP 500 otherwise."""
+
+    ANSWERS = {  # noqa: RUF012
+        "/sdapi/v1/scripts": {"img2img": ["noise rectification", "animatediff"], "txt2img": []},
+        "/object_info/NoiseRectification": {"NoiseRectification": {"input": {}}},
+        "/upload/image": {"name": "stub.png", "subfolder": "", "type": "input"},
+    }
+
+    def _answer(self) -> None:
+        body = self.ANSWERS.get(self.path.split("?")[0])
+        payload = json.dumps(body if body is not None else {"error": "stub"}).encode()
+        self.send_response(200 if body is not None else 500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_against_a_stub_server_no_test_fails_on_an_import(plain_python, tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, output, cases = _run_suites(
+            plain_python, tmp_path, {name: url for name in SERVER_VARIABLES}
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code in (0, 1), output
+    assert len(cases) > 50, output
+    wrong = []
+    for case in cases:
+        for problem in [*case.iter("failure"), *case.iter("error")]:
+            text = (problem.get("message") or "") + (problem.text or "")
+            if "ImportError" in text or "ModuleNotFoundError" in text:
+                wrong.append(f"{case.get('classname')}::{case.get('name')}: {text[-400:]}")
+    assert wrong == [], "\n\n".join(wrong[:5])
