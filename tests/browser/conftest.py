@@ -1,7 +1,11 @@
-"""Opt-in browser suite: runs only when SD_WEBUI_UI_URL names a running WebUI served WITH its UI.
+"""Opt-in browser suite: the WebUI tests run only when SD_WEBUI_UI_URL names a running WebUI
+served WITH its UI, the ComfyUI tests (test_comfyui_*.py) only when COMFYUI_UI_URL names a
+running ComfyUI (its frontend is always served).
 
 Start one with ``tests/live/tools/launch_webui.sh --ui --port 7862 --background`` (see
-tests/live/tools/SETUP.md), then ``SD_WEBUI_UI_URL=http://127.0.0.1:7862 pytest tests/browser``.
+tests/live/tools/SETUP.md), then ``SD_WEBUI_UI_URL=http://127.0.0.1:7862 pytest tests/browser``;
+for ComfyUI see tests/comfyui/live/tools/SETUP.md, then
+``COMFYUI_UI_URL=http://127.0.0.1:8188 pytest tests/browser``.
 Drives a headless Chromium that is already installed (Debian's ``chromium``; override the
 path with CHROMIUM_PATH) through Playwright's Python package. Never downloads a browser.
 """
@@ -23,6 +27,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 URL = os.environ.get("SD_WEBUI_UI_URL", "").rstrip("/")
+COMFYUI_URL = os.environ.get("COMFYUI_UI_URL", "").rstrip("/")
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 # Where the README's pictures go; the suite rewrites them on every run so they match the code.
 SCREENSHOTS = Path(os.environ.get("NR_SCREENSHOT_DIR") or REPO / "docs" / "images")
@@ -40,14 +45,21 @@ CHROMIUM_ARGS = [
 
 
 def pytest_collection_modifyitems(config, items):
-    if URL:
-        return
-    skip = pytest.mark.skip(
+    skip_webui = pytest.mark.skip(
         reason="set SD_WEBUI_UI_URL to a WebUI started with its UI (launch_webui.sh --ui; see tests/live/tools/SETUP.md)"
     )
+    skip_comfyui = pytest.mark.skip(
+        reason="set COMFYUI_UI_URL to a running ComfyUI (see tests/comfyui/live/tools/SETUP.md)"
+    )
     for item in items:
-        if "tests/browser" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(skip)
+        path = str(item.fspath).replace("\\", "/")
+        if "tests/browser" not in path:
+            continue
+        if Path(path).name.startswith("test_comfyui"):
+            if not COMFYUI_URL:
+                item.add_marker(skip_comfyui)
+        elif not URL:
+            item.add_marker(skip_webui)
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +95,11 @@ def ui_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def comfyui_url() -> str:
+    return COMFYUI_URL
+
+
+@pytest.fixture(scope="session")
 def screenshot_dir() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
@@ -90,5 +107,5 @@ def screenshot_dir() -> Path:
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "browser: drives headless Chromium against a WebUI started with its UI"
+        "markers", "browser: drives headless Chromium against a WebUI or ComfyUI page"
     )
