@@ -88,3 +88,39 @@ def test_importing_the_pack_needs_nothing(tmp_path):
     assert report["torch_after_import"] is False
     assert report["scripts"] == str(tmp_path / "planted" / "scripts.py")
     assert str(ROOT) not in report["sys_path"]
+
+
+def test_the_pack_carries_the_license_and_the_comfy_registry_metadata():
+    """What the Registry's publishing checks read (comfy-cli comfy_cli/registry/
+    config_parser.py extract_node_configuration, api.py publish_node_version): the name,
+    a version X.Y.Z, PublisherId; DisplayName, Icon, the repository; the license."""
+    import re
+
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project, comfy = config["project"], config["tool"]["comfy"]
+    # the node id: letters, digits, - _ . without two in a row, not starting with either
+    assert re.fullmatch(r"[A-Za-z](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9]))*", project["name"])
+    assert len(project["name"]) < 100 and "comfyui" not in project["name"].lower()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", comfy["PublisherId"])
+    assert comfy["DisplayName"] == "Noise Rectification (image to video)"
+    assert project["urls"]["Repository"].startswith("https://github.com/")
+    assert comfy["Icon"].endswith("/docs/images/icon.png")
+    assert (ROOT / "docs" / "images" / "icon.png").is_file()
+    assert re.fullmatch(r">=\d+\.\d+\.\d+", comfy["requires-comfyui"])
+    assert project["license"] == {"text": "MIT"}
+    license_text = (ROOT / "LICENSE").read_text()
+    assert license_text.startswith("MIT License\n")
+    assert "Copyright (c) 2026 sd-webui-noise-rectification contributors" in license_text
+
+
+def test_comfyui_managers_run_of_install_py_does_nothing(tmp_path):
+    """ComfyUI-Manager runs ``python install.py`` in the pack's folder after a clone
+    (glob/manager_core.py execute_install_script); install.py is the WebUI's, which imports
+    the WebUI's ``launch``: without it, it must exit cleanly."""
+    result = subprocess.run(
+        [sys.executable, "install.py"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
