@@ -4,7 +4,7 @@
 # Usage: launch_comfyui.sh [PORT] [--comfyui DIR] [--threads N] [--foreground]
 #                          [--stop] [--keep-logs N] [-- extra ComfyUI flags...]
 #   PORT / --port N  port; default 8188
-#   --comfyui DIR    install folder (has ComfyUI/ and venv/); default $COMFYUI_DIR or /work/comfyui
+#   --comfyui DIR    install folder (has ComfyUI/ and venv/); default $COMFYUI_DIR or $HOME/comfyui
 #   --threads N      torch / OpenMP threads; default 1
 #   --foreground     run attached (Ctrl-C stops it); default: start detached, write the PID
 #                    file, wait until GET /system_stats answers (up to 300 s), then return
@@ -17,7 +17,7 @@
 # Models and custom nodes: see SETUP.md in this folder (nothing is downloaded).
 set -euo pipefail
 
-CDIR=${COMFYUI_DIR:-/work/comfyui}
+CDIR=${COMFYUI_DIR:-$HOME/comfyui}
 PORT=8188
 THREADS=1
 FOREGROUND=0

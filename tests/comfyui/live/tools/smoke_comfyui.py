@@ -16,7 +16,7 @@ Examples:
   python3 smoke_comfyui.py                              # gen1, 8 frames, 64x64, euler, 4 steps
   python3 smoke_comfyui.py --path gen2 --repeat 2
   python3 smoke_comfyui.py --path context --frames 12 --context-length 8
-  python3 smoke_comfyui.py --ckpt random-sdxl-slim.safetensors --motion-model hsxl_temporal_layers.safetensors
+  python3 smoke_comfyui.py --path gen2 --ckpt random-sdxl-slim-vega.safetensors --motion-model hsxl_temporal_layers_native.safetensors
   python3 smoke_comfyui.py --save-workflow /tmp/wf      # also write the API-format JSON sent
 
 Exit status 0 when every request returned the expected images, 1 otherwise.
