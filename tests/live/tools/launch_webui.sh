@@ -2,7 +2,7 @@
 # Start a local AUTOMATIC1111 WebUI (v1.10.1) offline on the CPU, bound to 127.0.0.1.
 #
 # Usage: launch_webui.sh [--webui DIR] [--port N] [--ui] [--ckpt NAME] [--threads N]
-#                        [--log FILE] [--background] [-- extra WebUI flags...]
+#                        [--log FILE] [--background] [--timeout S] [-- extra WebUI flags...]
 #   --webui DIR    WebUI install (has webui.py, venv/, hf_home/); default $WEBUI_DIR or /work/webui
 #   --port N       port; default 7861
 #   --ui           also serve the Gradio UI (for browser tests); default is API only (--nowebui)
@@ -10,8 +10,11 @@
 #   --threads N    torch / OpenMP threads; default 1
 #   --log FILE     with --background: where the output goes; default DIR/webui-PORT.log
 #                  (an existing log is kept as FILE.1, replacing the previous FILE.1)
-#   --background   start detached, print the PID, and wait until the server answers
-#                  (GET /sdapi/v1/sd-models; up to 300 s)
+#   --background   start detached, print the PID, and wait until the WebUI has started:
+#                  first for its "Startup time:" line in the log, only then for an answer
+#                  to GET /sdapi/v1/sd-models (no request reaches it before that line)
+#   --timeout S    with --background: give up waiting after S seconds; default 300
+#                  (the WebUI is left running; exit status 1)
 #
 # The models and the Hugging Face cache come from make_random_models.py (same folder).
 # Stop a background server with: kill <PID> (the PID is printed and written to DIR/webui-PORT.pid;
@@ -25,6 +28,7 @@ CKPT=random-sd15.safetensors
 THREADS=1
 LOG=
 BACKGROUND=0
+TIMEOUT=300
 EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -35,12 +39,14 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift 2 ;;
     --log) LOG=$2; shift 2 ;;
     --background) BACKGROUND=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
+[[ $TIMEOUT =~ ^[0-9]+$ ]] || { echo "--timeout takes whole seconds, not '$TIMEOUT'" >&2; exit 2; }
 WEBUI=$(cd "$WEBUI" && pwd)
 PY=$WEBUI/venv/bin/python
 CKPT_PATH=$WEBUI/models/Stable-diffusion/$CKPT
@@ -81,15 +87,43 @@ export NR_PY=$PY NR_PIDFILE=$PIDFILE
 setsid bash -c '"$NR_PY" launch.py "$@" & pid=$!; echo "$pid" > "$NR_PIDFILE"; wait "$pid"; rc=$?
   [[ "$(cat "$NR_PIDFILE" 2>/dev/null)" != "$pid" ]] || rm -f "$NR_PIDFILE"; exit "$rc"' \
   webui "${FLAGS[@]}" >"$LOG" 2>&1 < /dev/null &
-for _ in $(seq 50); do [[ -s $PIDFILE ]] && break; sleep 0.1; done
-PID=$(cat "$PIDFILE")
+for _ in $(seq 300); do [[ -s $PIDFILE ]] && break; sleep 0.1; done
+PID=$(cat "$PIDFILE" 2>/dev/null || true)
+[[ $PID =~ ^[0-9]+$ ]] || { echo "the WebUI did not start (no PID in $PIDFILE after 30 s); see $LOG" >&2; exit 1; }
 echo "WebUI PID $PID, log $LOG"
-for _ in $(seq 300); do
-  if ! kill -0 "$PID" 2>/dev/null; then echo "WebUI exited; see $LOG" >&2; tail -20 "$LOG" >&2; exit 1; fi
-  if curl -sf --noproxy '*' "http://127.0.0.1:$PORT/sdapi/v1/sd-models" >/dev/null 2>&1; then
-    echo "WebUI answering on http://127.0.0.1:$PORT"; exit 0
+
+# No HTTP request may reach the WebUI before it has printed "Startup time:". With --ui,
+# webui.py starts serving at `shared.demo.launch(...)` (line 79) and adds the API's middleware
+# afterwards: `initialize_util.setup_middleware(app)` (line 106) resets `app.middleware_stack`
+# to None, then `create_api(app)` (line 112) -> `api_middleware` (modules/api/api.py:147,
+# `@app.middleware("http")`) -> starlette's `add_middleware` (starlette 0.26.1,
+# applications.py:138-139) raises "Cannot add middleware after an application has started"
+# if any request came in meanwhile (`Starlette.__call__` builds the stack on the first
+# request, applications.py:120-121), and the WebUI exits. "Startup time:" is printed after
+# all of that (webui.py:122; with --nowebui, webui.py:40, just before the server starts).
+waited() { echo $((SECONDS - START)); }
+alive() {
+  kill -0 "$PID" 2>/dev/null && return 0
+  echo "WebUI exited after $(waited) s; see $LOG:" >&2; tail -20 "$LOG" >&2
+  if grep -q 'Cannot add middleware after an application has started' "$LOG"; then
+    echo "(something else sent it a request while it was still starting: see SETUP.md section 4)" >&2
   fi
-  sleep 1
+  exit 1
+}
+START=$SECONDS
+until grep -q '^Startup time: ' "$LOG" 2>/dev/null; do
+  alive
+  if (( $(waited) >= TIMEOUT )); then
+    echo "no \"Startup time:\" line in $LOG after $TIMEOUT s; the WebUI is still running as PID $PID" >&2; exit 1
+  fi
+  sleep 0.5
 done
-echo "WebUI not answering after 300 s; still running as PID $PID, see $LOG" >&2
-exit 1
+echo "WebUI logged \"$(grep -m1 '^Startup time: ' "$LOG" | sed 's/ (.*//')\"; checking the API"
+until curl -sf --noproxy '*' --max-time 10 "http://127.0.0.1:$PORT/sdapi/v1/sd-models" >/dev/null 2>&1; do
+  alive
+  if (( $(waited) >= TIMEOUT )); then
+    echo "WebUI not answering on port $PORT after $TIMEOUT s; still running as PID $PID, see $LOG" >&2; exit 1
+  fi
+  sleep 0.5
+done
+echo "WebUI answering on http://127.0.0.1:$PORT (started in $(waited) s)"
