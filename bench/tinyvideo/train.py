@@ -8,6 +8,13 @@ It writes `bench/tinyvideo/weights/tinyvideo16.safetensors` (fp16) and a `.json`
 holding the architecture, the data and schedule settings, and the run record (seed, steps,
 wall time, losses). Same seed and steps give the same data and the same noise draws;
 weights may still differ in the last bits between machines (float reductions).
+
+    python -m bench.tinyvideo.train --objective flow
+
+trains the same network, data and recipe with the rectified-flow objective instead
+(Wan / SD3 / diffusers FlowMatch convention): `x = (1−σ)·x0 + σ·n`, target velocity
+`v = n − x0`, timestep input `σ·1000` (a float), σ drawn uniformly in [0, 1). It writes
+`bench/tinyvideo/weights/tinyflow16.safetensors` + `.json` (sampler: `flow_samplers.py`).
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from pathlib import Path
 import torch
 
 from .data import ClipConfig, make_clips
-from .model_io import DEFAULT_WEIGHTS, save_model
+from .model_io import DEFAULT_WEIGHTS, WEIGHTS_DIR, save_model
 from .schedule import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS, scaled_linear_alphas_cumprod
 from .unet import TinyVideoUNet, UNetConfig, count_parameters
 
 EVAL_SEED = 987_654_000_000  # a clip stream used neither in training nor by the benchmark
+OBJECTIVES = ("eps", "flow")
+#: The same network trained with the rectified-flow objective (`--objective flow`).
+FLOW_WEIGHTS = WEIGHTS_DIR / "tinyflow16.safetensors"
 
 
 def eps_loss(
@@ -44,6 +54,37 @@ def eps_loss(
     abar = alphas_cumprod[t].float().view(b, 1, 1, 1, 1)
     noisy = abar.sqrt() * clean + (1 - abar).sqrt() * noise
     return torch.nn.functional.mse_loss(model(noisy, t), noise)
+
+
+def flow_loss(
+    model: TinyVideoUNet, clean: torch.Tensor, g: torch.Generator, *, implied_eps: bool = False
+) -> torch.Tensor:
+    """Rectified flow: ||(n − x0) − v_θ((1−σ)·x0 + σ·n, σ·1000)||², σ uniform in [0, 1).
+
+    `implied_eps` scores the noise the velocity implies instead, `n̂ = x + (1−σ)·v̂`
+    (error `(1−σ)²·` the velocity's), to compare with the ε model's held-out ε-MSE.
+    """
+    b = clean.shape[0]
+    sigma = torch.rand((b,), generator=g)
+    noise = torch.randn(clean.shape, generator=g)
+    s = sigma.view(b, 1, 1, 1, 1)
+    noisy = (1 - s) * clean + s * noise
+    velocity = model(noisy, sigma * 1000)
+    if implied_eps:
+        return torch.nn.functional.mse_loss(noisy + (1 - s) * velocity, noise)
+    return torch.nn.functional.mse_loss(velocity, noise - clean)
+
+
+@torch.no_grad()
+def evaluate_flow(model: TinyVideoUNet, clip_cfg: ClipConfig, implied_eps: bool = False) -> float:
+    """Velocity-MSE (or implied ε-MSE) on the fixed held-out batch, fixed σ and noise."""
+    g = torch.Generator().manual_seed(EVAL_SEED)
+    clean = make_clips(64, EVAL_SEED, clip_cfg)
+    losses = [
+        flow_loss(model, clean[i : i + 16], g, implied_eps=implied_eps).item()
+        for i in (0, 16, 32, 48)
+    ]
+    return sum(losses) / len(losses)
 
 
 @torch.no_grad()
@@ -63,9 +104,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (leave a core free)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="eps",
+        help="eps: ε-prediction on SD's schedule (tinyvideo16); "
+        "flow: rectified-flow velocity (tinyflow16)",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="weights path (default per objective)")
     ap.add_argument("--max-minutes", type=float, default=25.0, help="safety stop")
     args = ap.parse_args(argv)
+    flow = args.objective == "flow"
+    if args.out is None:
+        args.out = FLOW_WEIGHTS if flow else DEFAULT_WEIGHTS
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -93,7 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
             group["lr"] = lr_at(step)
         # training streams seed*1e6 + step never reach the held-out/eval streams (~9.9e11)
         clean = make_clips(args.batch, args.seed * 1_000_000 + step, clip_cfg)
-        loss = eps_loss(model, clean, alphas_cumprod, g)
+        if flow:
+            loss = flow_loss(model, clean, g)
+        else:
+            loss = eps_loss(model, clean, alphas_cumprod, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -117,7 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
     elapsed = time.time() - start
     steps_done = step + 1
     ema.eval()
-    eval_loss = evaluate(ema, alphas_cumprod, clip_cfg)
+    if flow:
+        eval_loss = evaluate_flow(ema, clip_cfg)
+        eval_eps = evaluate_flow(ema, clip_cfg, implied_eps=True)
+    else:
+        eval_loss = eval_eps = evaluate(ema, alphas_cumprod, clip_cfg)
     tail = [h[1] for h in history[-2:]] or window
     record = {
         "description": "tiny synthetic-video diffusion model (a small demonstration model)",
@@ -132,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "train_seconds": round(elapsed, 1),
         "final_train_loss": round(sum(tail) / len(tail), 5),
-        "heldout_eps_mse_ema": round(eval_loss, 5),
+        "heldout_eps_mse_ema": round(eval_eps, 5),
         "loss_history": history,
         "parameters": count_parameters(model),
         "torch": torch.__version__,
@@ -146,10 +204,26 @@ def main(argv: list[str] | None = None) -> dict:
             "prediction": "epsilon",
         },
     }
+    if flow:
+        record["description"] = (
+            "tiny synthetic-video rectified-flow model (a small demonstration model)"
+        )
+        record["heldout_v_mse_ema"] = round(eval_loss, 5)
+        record["schedule"] = {
+            "type": "rectified_flow",
+            "interpolation": "x = (1 - sigma) * x0 + sigma * noise",
+            "prediction": "velocity",
+            "target": "noise - x0 (denoised = x - sigma * v)",
+            "timestep_input": "sigma * num_train_timesteps (float)",
+            "num_train_timesteps": NUM_TRAIN_TIMESTEPS,
+            "sigma_sampling": "uniform in [0, 1) (no logit-normal, no shift)",
+            "heldout_eps_mse_ema": "of the implied noise x + (1 - sigma) * v",
+        }
     save_model(ema, args.out, record)
+    name = "v-MSE" if flow else "ε-MSE"
     print(
         f"saved {args.out}: {steps_done} steps, {elapsed / 60:.1f} min, "
-        f"train loss {record['final_train_loss']}, held-out ε-MSE {eval_loss:.4f}"
+        f"train loss {record['final_train_loss']}, held-out {name} {eval_loss:.4f}"
     )
     return record
 
