@@ -25,7 +25,7 @@ What it writes (under ``<ComfyUI>/models``):
       apart, animatediff/motion_module_ad.py:80-85).
   checkpoints/random-sdxl-slim-vega.safetensors   (--sdxl-vega, optional)
       An SDXL-family checkpoint with Segmind Vega's transformer depths ([0, 0, 1, 1, 2, 2],
-      ComfyUI's ``SegmindVega``): SDXL's widths, blocks and conditioning, both SDXL text
+      ComfyUI's ``Segmind_Vega``): SDXL's widths, blocks and conditioning, both SDXL text
       encoders (``SDXLClipModel``), the SDXL VAE; 3.2 GB; about 12 GB of memory to build.
 
 Each checkpoint is read back with ``comfy.sd.load_checkpoint_guess_config`` (the loader of
@@ -212,7 +212,7 @@ def build_checkpoint(kind: str, out_path: str, args, torch) -> None:
     generator = torch.Generator().manual_seed(args.seed + (0 if kind == "sd15" else 10))
     unet_config = dict(UNET_SD15 if kind == "sd15" else UNET_VEGA, dtype=torch.float32)
     model_config = comfy.model_detection.model_config_from_unet_config(unet_config)
-    wanted = "SD15" if kind == "sd15" else "SegmindVega"
+    wanted = "SD15" if kind == "sd15" else "Segmind_Vega"
     assert type(model_config).__name__ == wanted, type(model_config).__name__
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, device="cpu")
