@@ -10,6 +10,7 @@ from __future__ import annotations
 from .errors import RectifyError
 from .layout import LAYOUTS, Layout
 from .params import (
+    DEFAULT_SIGMA_START,
     FIELDS,
     FIELDS_BY_NAME,
     INFOTEXT_VERSION,
@@ -27,7 +28,7 @@ from .params import (
     parse_percent,
     percent_to_fraction,
 )
-from .rectifier import PIVOT_MODES, PivotMode, Rectifier
+from .rectifier import FLOW_PREDICTIONS, PIVOT_MODES, FlowPrediction, PivotMode, Rectifier
 from .schedule import alpha_cumprod_at, step_of_level
 from .weights import omega_weights, resolve_reference_frame
 from .window import step_in_window, window_steps
@@ -35,8 +36,10 @@ from .window import step_in_window, window_steps
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_SIGMA_START",
     "FIELDS",
     "FIELDS_BY_NAME",
+    "FLOW_PREDICTIONS",
     "INFOTEXT_VERSION",
     "LAYOUTS",
     "MAX_OMEGA_VALUES",
@@ -44,6 +47,7 @@ __all__ = [
     "PIVOT_MODES",
     "VERSION_INFOTEXT_KEY",
     "FieldSpec",
+    "FlowPrediction",
     "Layout",
     "Omega",
     "PivotMode",

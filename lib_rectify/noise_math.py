@@ -90,3 +90,59 @@ def landing_eps(
     k = (alpha_cumprod_prev / alpha_cumprod).sqrt()
     denominator = (1 - alpha_cumprod_prev).sqrt() - k * (1 - alpha_cumprod).sqrt()
     return (x0 - k * x) / denominator
+
+
+# ------------------------------------------------------------------ flow matching
+# Flow models (Wan, HunyuanVideo, LTX, SD3 ...) sample ``x = (1−σ)·Z + σ·n`` with σ in
+# [0, 1] and predict a velocity ``v = n − x̂₀`` (so ``x̂₀ = x − σ·v``). The algebra and the
+# singular points are in docs/flow-matching.md.
+
+
+def pivot_from_noisy_flow(
+    noisy: torch.Tensor, clean: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """``n = (x − (1−σ)·Z)/σ``: the noise in a flow model's input (σ > 0)."""
+    return (noisy - (1 - sigma) * clean) / sigma
+
+
+def implied_clean_flow(x: torch.Tensor, pivot: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
+    """``Ẑ = (x − σ·n)/(1−σ)``: the clean latent the pivot implies at ``x``.
+
+    ``open_`` is ``1 − σ``, already made safe (> 0) by the caller; at σ = 1 it is
+    undefined, and the caller keeps the model's prediction there.
+    """
+    return (x - (1 - open_) * pivot) / open_
+
+
+def denoised_from_velocity(
+    x: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """``x̂₀ = x − σ·v``: the clean latent a flow model's velocity implies."""
+    return x - sigma * velocity
+
+
+def velocity_from_denoised(
+    x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """``v = (x − x̂₀)/σ``, the inverse of :func:`denoised_from_velocity` (σ > 0)."""
+    return (x - denoised) / sigma
+
+
+def rectify_clean(
+    denoised: torch.Tensor,
+    implied: torch.Tensor,
+    omega: torch.Tensor,
+    anchors: tuple[int, ...],
+    mix: torch.Tensor | None,
+) -> torch.Tensor:
+    """Eq. 7-8 in clean-latent terms: ``D̃ = Ẑ + ω·(G − Σ_a m_a·G[r_a])`` with ``G = D − Ẑ``.
+
+    In any sampler form where ``x = a·Z + b·n``, the denoised prediction and the noise it
+    implies are tied by ``D − Ẑ = κ·(n − n̂)`` with ``κ = b/a`` (σ for the denoiser form,
+    σ/(1−σ) for flow), so Eq. 8 on ``n̂`` is exactly this on ``D`` — with no division by
+    σ, which matters as σ → 0. It is :func:`rectify_noise_anchored` with ``D`` in the
+    place of ``n̂`` and ``Ẑ`` in the place of ``n``.
+    """
+    if len(anchors) == 1:
+        return rectify_noise(denoised, implied, omega, anchors[0])
+    return rectify_noise_anchored(denoised, implied, omega, anchors, mix)

@@ -34,6 +34,9 @@ OMEGA_PRESETS: dict[str, str] = {
 MAX_OMEGA_VALUES = 1024
 #: |reference_frame| bound before the video length is known.
 MAX_REFERENCE_FRAME = 4096
+#: Where flow-model sampling starts instead of σ = 1 (docs/flow-matching.md; measured in
+#: bench/results/flow_fidelity.md).
+DEFAULT_SIGMA_START = 0.95
 #: Version written to the infotext; a newer one is refused rather than misread.
 INFOTEXT_VERSION = 1
 
@@ -114,6 +117,19 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Needs the reference frame at one end (0 or -1). Without an end picture it does "
         "nothing.",
     ),
+    FieldSpec(
+        "sigma_start",
+        "Start σ (flow models)",
+        "NR sigma start",
+        "float",
+        str(DEFAULT_SIGMA_START),
+        "a number in (0, 1]",
+        "Flow-matching video models (Wan, HunyuanVideo, LTX ...) only: their sampling starts "
+        "at σ = 1, where the latent is pure noise and nothing can bring the picture back. "
+        "Sampling starts here instead, from the picture noised to this level, over the same "
+        "number of steps. Lower keeps more of the picture and leaves less motion; 1 is the "
+        "host's own start (the picture is lost). Ignored by UNet models.",
+    ),
 )
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 #: Infotext key carrying :data:`INFOTEXT_VERSION`.
@@ -131,6 +147,7 @@ class RectifyParams:
     tau: tuple[float, float] = (0.0, 0.6)
     reference_frame: int = 0
     end_anchor: bool = True
+    sigma_start: float = DEFAULT_SIGMA_START
 
     def __post_init__(self) -> None:
         for spec in FIELDS:
@@ -166,18 +183,23 @@ class RectifyParams:
             "tau": [self.tau[0], self.tau[1]],
             "reference_frame": self.reference_frame,
             "end_anchor": self.end_anchor,
+            "sigma_start": self.sigma_start,
         }
 
     def to_infotext(self) -> dict[str, str]:
         """Entries for the result's parameters; empty when disabled."""
         if not self.enabled:
             return {}
+        extra = {}
+        if self.sigma_start != DEFAULT_SIGMA_START:  # flow models only; absent = the default
+            extra[FIELDS_BY_NAME["sigma_start"].infotext_key] = repr(self.sigma_start)
         return {
             FIELDS_BY_NAME["enabled"].infotext_key: "True",
             FIELDS_BY_NAME["omega"].infotext_key: self.omega_text,
             FIELDS_BY_NAME["tau"].infotext_key: json.dumps([self.tau[0], self.tau[1]]),
             FIELDS_BY_NAME["reference_frame"].infotext_key: str(self.reference_frame),
             FIELDS_BY_NAME["end_anchor"].infotext_key: str(self.end_anchor),
+            **extra,
             VERSION_INFOTEXT_KEY: str(INFOTEXT_VERSION),
         }
 
@@ -229,6 +251,8 @@ class RectifyParams:
             )
         if keys["end_anchor"] in entries:  # absent before it existed: the default
             values["end_anchor"] = parse_bool_text(entries[keys["end_anchor"]], keys["end_anchor"])
+        if keys["sigma_start"] in entries:
+            values["sigma_start"] = _float_text(keys["sigma_start"], entries[keys["sigma_start"]])
         return cls(**values)
 
     def with_override(self, name: str, value: Any) -> RectifyParams:
@@ -249,6 +273,8 @@ class RectifyParams:
                 value = parse_omega_text(value, field_name=name)
             elif name == "tau":
                 value = _tau_text(name, value)
+            elif name == "sigma_start":
+                value = _float_text(name, value)
             else:
                 value = _int_text(name, value)
         return replace(self, **{name: value})
@@ -331,12 +357,21 @@ def _check_reference_frame(value: Any) -> int:
     return number
 
 
+def _check_sigma_start(value: Any) -> float:
+    allowed = FIELDS_BY_NAME["sigma_start"].allowed
+    number = _check_number("sigma_start", value, 0.0, 1.0, allowed)
+    if number <= 0.0:
+        raise RectifyError("sigma_start", value, allowed)
+    return number
+
+
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "enabled": _check_enabled,
     "omega": _check_omega,
     "tau": _check_tau,
     "reference_frame": _check_reference_frame,
     "end_anchor": _check_end_anchor,
+    "sigma_start": _check_sigma_start,
 }
 
 
@@ -444,6 +479,19 @@ def _int_text(name: str, text: Any) -> int:
         return int(text.strip())
     except ValueError:
         raise RectifyError(name, text, "a whole number")
+
+
+def _float_text(name: str, text: Any) -> float:
+    """A number, or its text (infotext and XYZ cells send text); the field's check follows."""
+    if _is_real(text):
+        return float(text)
+    allowed = FIELDS_BY_NAME[name].allowed if name in FIELDS_BY_NAME else "a number"
+    if not isinstance(text, str):
+        raise RectifyError(name, text, allowed)
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise RectifyError(name, text, allowed)
 
 
 def _tau_text(name: str, text: Any) -> tuple[float, float]:

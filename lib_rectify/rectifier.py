@@ -40,6 +40,12 @@ InWindow = bool | torch.Tensor
 PivotMode = Literal["initial", "per_step"]
 PIVOT_MODES: tuple[str, ...] = ("initial", "per_step")
 
+#: What a flow model's host passes and gets back: ``"velocity"`` ``v = n − x̂₀`` (diffusers'
+#: FlowMatch and UniPC flow schedulers, Wan, SD3) or ``"denoised"`` ``x̂₀ = x − σ·v``
+#: (ComfyUI's ``CONST`` sampling after ``calculate_denoised``).
+FlowPrediction = Literal["velocity", "denoised"]
+FLOW_PREDICTIONS: tuple[str, ...] = ("velocity", "denoised")
+
 
 class Rectifier:
     """Rectification state for one job (one or several videos of ``frames`` frames).
@@ -63,6 +69,11 @@ class Rectifier:
         rect.capture_pivot_eps(x_T, clean=Z, alpha_cumprod=abar_first)
         eps = rect.rectify_eps(eps, step=i, total_steps=N, x=x_t, alpha_cumprod=abar_t,
                                alpha_cumprod_prev=abar_prev)
+
+    Flow form (Wan, HunyuanVideo, LTX; ``x_t = (1−σ_t)·Z + σ_t·n``, docs/flow-matching.md)::
+
+        rect.capture_pivot_flow(x_T, clean=Z, sigma=sigma_start)   # sigma_start < 1
+        v = rect.rectify_flow(v, x=x_t, sigma=sigma_t, step=i, total_steps=N)
     """
 
     def __init__(
@@ -200,7 +211,80 @@ class Rectifier:
         else:
             self._store(noise_math.pivot_from_noisy_eps(noisy_rows, clean_rows, abar), noisy)
 
+    def capture_pivot_flow(
+        self, noisy: torch.Tensor, *, clean: torch.Tensor, sigma: PerFrame
+    ) -> None:
+        """Recover ``n = (x_T − (1−σ_T)·Z)/σ_T`` from a flow sampler's first model input.
+
+        With σ_T = 1 the input is the noise alone and carries nothing of ``Z``: the
+        rectification then cannot bring the picture back (docs/flow-matching.md). Hosts
+        start flow sampling at ``params.sigma_start`` < 1 for that reason.
+        """
+        if not self.active:
+            return
+        noisy_rows, clean_rows = self._pair(noisy, clean)
+        sigma_t = self._alpha(sigma, "sigma", noisy, allow_one=True)
+        if self.pivot_mode == "per_step":
+            self._store(clean_rows, noisy)
+        else:
+            self._store(noise_math.pivot_from_noisy_flow(noisy_rows, clean_rows, sigma_t), noisy)
+
     # ---------------------------------------------------------------- rectify
+    def rectify_flow(
+        self,
+        output: torch.Tensor,
+        *,
+        x: torch.Tensor,
+        sigma: PerFrame,
+        step: Step,
+        total_steps: int,
+        prediction: FlowPrediction = "velocity",
+    ) -> torch.Tensor:
+        """Rectify a flow model's prediction (a velocity, or the denoised ``x̂₀``).
+
+        Eq. 7-8 on the noise ``n̂ = (x − (1−σ)·x̂₀)/σ`` it implies, computed in its
+        division-free clean form (:func:`~lib_rectify.noise_math.rectify_clean`) and
+        returned as the same kind of prediction. At σ = 1 the prediction is returned
+        unchanged: there ``Δ`` is 0 for the input the pivot came from, and the correction
+        has no finite value otherwise. A flow sampler lands by itself: its last step goes
+        to σ = 0, where the sample is the (rectified) ``x̂₀``.
+        """
+        if prediction not in FLOW_PREDICTIONS:
+            raise RectifyError("prediction", prediction, f"one of {', '.join(FLOW_PREDICTIONS)}")
+        window = self.in_window(step, total_steps)
+        if window is False:
+            return output
+        pivot = self._require_pivot(output)
+        self._check_same(x, output, "x")
+        sigma_t = self._alpha(sigma, "sigma", output, allow_one=True)
+        x_rows = to_frame_rows(x, self.layout, self.frames)
+        out_rows = to_frame_rows(output, self.layout, self.frames)
+        if prediction == "velocity":
+            denoised = noise_math.denoised_from_velocity(x_rows, out_rows, sigma_t)
+        else:
+            denoised = out_rows
+        open_ = 1 - sigma_t
+        host_sigma = isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
+        if host_sigma and float(sigma) >= 1:  # a host number: decided here, nothing to read
+            return self._applied(output, output, step, window)
+        # A σ known only as a tensor may be 1: keep the prediction there (torch.where).
+        keep = None if host_sigma else open_ > 0
+        safe_open = open_ if keep is None else torch.where(keep, open_, torch.ones_like(open_))
+        if self.pivot_mode == "per_step":
+            implied = pivot  # n_t re-read from x_t implies Z itself
+        else:
+            implied = noise_math.implied_clean_flow(x_rows, pivot, safe_open)
+        rectified = noise_math.rectify_clean(
+            denoised, implied, self._omega_on(pivot), self.anchors, self.mix
+        )
+        if prediction == "velocity":
+            rectified = noise_math.velocity_from_denoised(x_rows, rectified, sigma_t)
+        if keep is not None:
+            if keep.device != rectified.device:  # a 0-d CPU σ: asynchronous, nothing read
+                keep = keep.to(rectified.device, non_blocking=True)
+            rectified = torch.where(keep, rectified, out_rows)
+        return self._applied(from_frame_rows(rectified, output, self.layout), output, step, window)
+
     def rectify_denoised(
         self,
         denoised: torch.Tensor,

@@ -41,7 +41,7 @@ def test_defaults_are_the_papers():
 
 def test_every_field_has_every_surface():
     names = [f.name for f in FIELDS]
-    assert names == ["enabled", "omega", "tau", "reference_frame", "end_anchor"]
+    assert names == ["enabled", "omega", "tau", "reference_frame", "end_anchor", "sigma_start"]
     for f in FIELDS:
         assert f.label and f.infotext_key and f.hint and f.allowed and f.type_doc
     assert len({f.infotext_key for f in FIELDS}) == len(FIELDS)
