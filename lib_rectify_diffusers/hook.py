@@ -80,6 +80,10 @@ class SchedulerHook:
         pipelines use for the same purpose.
         """
         s = self.scheduler
+        if self.facts.space == "flow" and self.params.active:
+            # Flow schedules start at σ = 1, where nothing of the picture is left
+            # (docs/flow-matching.md): start at σ_start, over the same steps.
+            sch.rescale_flow_schedule(s, self.params.sigma_start)
         self.full_timesteps = s.timesteps
         if self.start_index:
             if self.start_index >= len(s.timesteps):
@@ -92,7 +96,12 @@ class SchedulerHook:
         self.timesteps = torch.as_tensor(s.timesteps).detach().to(torch.float32)
         self.total = int(self.timesteps.shape[0])
         self.calls = 0
-        if self.params.active:
+        if self.params.active and self.facts.space == "flow":
+            self.step_alphas = sch.step_sigmas(
+                s, self.start_index, self.total, self.timesteps.device
+            )
+            self.ends_short = sch.ends_short_of_clean(s, self.facts)
+        elif self.params.active:
             self.step_alphas = sch.step_alphas(s, self.facts, self.start_index, self.timesteps)
             self.ends_short = sch.ends_short_of_clean(s, self.facts)
 
@@ -113,6 +122,8 @@ class SchedulerHook:
         if self.step_alphas.device != sample.device:  # once: the tables go where the latents are
             self.step_alphas = self.step_alphas.to(sample.device, non_blocking=True)
             self.timesteps = self.timesteps.to(sample.device, non_blocking=True)
+        if self.facts.space == "flow":
+            return self._flow_step(original, model_output, timestep, sample, i, a, k)
         abar = self.step_alphas[i]
         x = sch.to_vp(sample, self.facts, abar)
         layout = "video" if sample.ndim == 5 else "frames"
@@ -143,6 +154,53 @@ class SchedulerHook:
                 out.prev_sample = landed
             self.landed = True
         return out
+
+    def _flow_step(self, original, model_output, timestep, sample, i, a, k):
+        """A flow scheduler's step: ``step_alphas`` holds σ; the model output is a velocity."""
+        sigma = self.step_alphas[i]
+        layout = "video" if sample.ndim == 5 else "frames"
+        if self.rectifier is None:
+            self.rectifier = Rectifier(
+                self.params, anchors=self.anchors, frames=self.frames, layout=layout
+            )
+            clean = self._clean_like(sample, layout)
+            self.rectifier.capture_pivot_flow(sample, clean=clean, sigma=sigma)
+        rect = self.rectifier
+        self._check_timestep(rect, timestep, sample, i)
+        if not rect.in_window(i, self.total):
+            return original(model_output, timestep, sample, *a, **k)
+        v = rect.rectify_flow(model_output, x=sample, sigma=sigma, step=i, total_steps=self.total)
+        out = original(v, timestep, sample, *a, **k)
+        if i == self.total - 1 and self.ends_short:  # land on the rectified clean estimate
+            landed = (sample.float() - sigma * v.float()).to(sample.dtype)
+            if isinstance(out, tuple):
+                out = (landed, *out[1:])
+            else:
+                out.prev_sample = landed
+            self.landed = True
+        return out
+
+    def _clean_like(self, sample: torch.Tensor, layout: str) -> torch.Tensor:
+        clean = self.clean.to(device=sample.device, dtype=torch.float32)
+        if layout == "frames":
+            clean = rearrange(clean, "b c l h w -> (b l) c h w")
+        if tuple(clean.shape) != tuple(sample.shape):
+            raise RectifyError(
+                "latents shape",
+                tuple(sample.shape),
+                f"the reference latent repeated over the frames, {tuple(clean.shape)}",
+            )
+        return clean
+
+    def _check_timestep(self, rect: Rectifier, timestep: Any, sample: torch.Tensor, i: int) -> None:
+        # Checked on the device, read in finish(): FreeInit or a custom loop fails there.
+        given = torch.as_tensor(timestep).detach().reshape(-1)[0].to(torch.float32)
+        rect.defer_check(
+            "scheduler step",
+            "one call per timestep of the schedule, in order "
+            "(FreeInit, FreeNoise and custom loops are not supported)",
+            (given.to(sample.device, non_blocking=True) - self.timesteps[i]).abs() > 1e-3,
+        )
 
     def _start(self, s: Any, sample: torch.Tensor, x: torch.Tensor, abar, layout, k) -> None:
         """The first step: choose the pivot mode and capture the pivot."""

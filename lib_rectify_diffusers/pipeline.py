@@ -16,7 +16,12 @@ from . import schedulers as sch
 from .hook import SchedulerHook, hooked_scheduler
 
 #: Pipelines whose loop the hook was checked against (diffusers 0.42.1).
-PIPELINES = ("AnimateDiffPipeline", "AnimateDiffSDXLPipeline", "TextToVideoSDPipeline")
+PIPELINES = (
+    "AnimateDiffPipeline",
+    "AnimateDiffSDXLPipeline",
+    "TextToVideoSDPipeline",
+    "WanPipeline",
+)
 
 
 def as_params(params: RectifyParams | Mapping[str, Any] | None) -> RectifyParams:
@@ -30,8 +35,34 @@ def as_params(params: RectifyParams | Mapping[str, Any] | None) -> RectifyParams
     raise RectifyError("params", type(params).__name__, "RectifyParams or a dict of its fields")
 
 
+def _is_wan(pipe: Any) -> bool:
+    return type(pipe).__name__ == "WanPipeline"
+
+
+def _spatial_scale(pipe: Any) -> int:
+    return getattr(pipe, "vae_scale_factor", None) or pipe.vae_scale_factor_spatial
+
+
+def _encode_wan(pipe: Any, pixels: torch.Tensor, frames: int) -> torch.Tensor:
+    """Wan's causal VAE: the picture held still over ``frames`` pictures, encoded once.
+
+    Latent frame 0 encodes picture 0 alone and each later one several pictures, so the
+    picture's own latent repeated is not a still video's latent (docs/flow-matching.md);
+    this is. Normalised as WanPipeline decodes: ``(z − latents_mean)/latents_std``.
+    Returns ``[1, C, T, h, w]``.
+    """
+    vae = pipe.vae
+    video = pixels[:, :, None].expand(-1, -1, frames, -1, -1)
+    with torch.no_grad():
+        latent = vae.encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
+    c = latent.shape[1]
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, c, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, c, 1, 1, 1)
+    return (latent.float().cpu() - mean) / std
+
+
 def encode_picture(
-    pipe: Any, image: Any, height: int, width: int, generator: Any = None
+    pipe: Any, image: Any, height: int, width: int, generator: Any = None, frames: int = 1
 ) -> torch.Tensor:
     """The picture's latent ``Z`` ``[1, C, h, w]``: one VAE encoding (its mean), scaled.
 
@@ -41,10 +72,12 @@ def encode_picture(
     from diffusers.image_processor import VaeImageProcessor
 
     vae = pipe.vae
-    processor = VaeImageProcessor(vae_scale_factor=pipe.vae_scale_factor)
+    processor = VaeImageProcessor(vae_scale_factor=_spatial_scale(pipe))
     pixels = processor.preprocess(image, height=height, width=width)
     if pixels.shape[0] != 1:
         raise RectifyError("image", f"{pixels.shape[0]} images", "one picture")
+    if _is_wan(pipe):
+        return _encode_wan(pipe, pixels, frames or 1)
     dtype = vae.dtype
     upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
     if upcast:
@@ -82,16 +115,29 @@ def start_latents(
     num_inference_steps: int,
     strength: float = 1.0,
     device: torch.device | str | None = None,
+    sigma_start: float = 1.0,
 ) -> tuple[torch.Tensor, int]:
     """The paper's noising stage for ``scheduler``: ``Z`` noised to the first timestep.
 
     Returns what to pass as the pipeline's ``latents`` (divided by ``init_noise_sigma``,
     which the pipeline multiplies back) and the first step's schedule position.
-    ``clean`` and ``noise`` are ``[B, C, L, h, w]``.
+    ``clean`` and ``noise`` are ``[B, C, L, h, w]``. A flow scheduler's schedule is first
+    rescaled to start at ``sigma_start``: ``x = (1 − σ₀)·Z + σ₀·n``.
     """
     facts = sch.facts_for(scheduler)
     first = start_index(num_inference_steps, strength)
     scheduler.set_timesteps(num_inference_steps, device=device)
+    if facts.space == "flow":
+        if first:
+            raise RectifyError(
+                "strength",
+                strength,
+                "1 with a flow-matching scheduler (params.sigma_start sets where sampling starts)",
+            )
+        sch.rescale_flow_schedule(scheduler, sigma_start)
+        sigma = scheduler.sigmas[0].to(device=noise.device, dtype=torch.float32)
+        x = (1 - sigma) * clean.to(torch.float32) + sigma * noise.to(torch.float32)
+        return x.to(noise.dtype), first
     t0 = scheduler.timesteps[first]
     abar = sch.alpha_cumprod(scheduler, facts, first, t0, noise.device)
     x = abar.sqrt() * clean.to(torch.float32) + (1 - abar).sqrt() * noise.to(torch.float32)
@@ -208,20 +254,35 @@ def image_to_video(
         or num_inference_steps < 1
     ):
         raise RectifyError("num_inference_steps", num_inference_steps, "a whole number ≥ 1")
-    unet = pipe.unet
-    scale = pipe.vae_scale_factor
-    sample_size = unet.config.sample_size
-    if isinstance(sample_size, (list, tuple)):
-        sample_size = sample_size[0]
-    height = height or sample_size * scale
-    width = width or sample_size * scale
+    wan = _is_wan(pipe)
+    if not wan and not hasattr(pipe, "unet"):  # Hunyuan, LTX, Mochi, CogVideoX: not yet
+        raise RectifyError("pipe", name, "one of " + ", ".join(PIPELINES))
+    unet = pipe.transformer if wan else pipe.unet
+    scale = _spatial_scale(pipe)
+    if wan:  # WanPipeline's own defaults (480×832); latent frames (F − 1)//4 + 1
+        defaults = inspect.signature(pipe.__call__).parameters
+        height = height or defaults["height"].default
+        width = width or defaults["width"].default
+        latent_frames = (num_frames - 1) // pipe.vae_scale_factor_temporal + 1
+    else:
+        sample_size = unet.config.sample_size
+        if isinstance(sample_size, (list, tuple)):
+            sample_size = sample_size[0]
+        height = height or sample_size * scale
+        width = width or sample_size * scale
+        latent_frames = num_frames
     device = getattr(pipe, "_execution_device", unet.device)
     dtype = unet.dtype
+    still_video = None  # Wan: the still video's own latent frames [1, C, T, h, w]
 
     if reference_latent is None:
         if image is None:
             raise RectifyError("image", None, "a picture (PIL image, array or tensor)")
-        reference_latent = encode_picture(pipe, image, height, width)
+        encoded = encode_picture(pipe, image, height, width, frames=num_frames)
+        if wan:
+            still_video, reference_latent = encoded, encoded[:, :, 0]
+        else:
+            reference_latent = encoded
     if reference_latent.ndim == 3:
         reference_latent = reference_latent[None]
     expected = (unet.config.in_channels, height // scale, width // scale)
@@ -231,6 +292,8 @@ def image_to_video(
             tuple(reference_latent.shape),
             f"[1, {', '.join(map(str, expected))}]",
         )
+    if wan and (end_image is not None or end_latent is not None) and params.end_anchor:
+        raise RectifyError("end_image", "given", f"None with {name} (two anchors: not yet)")
     pipe_kwargs = dict(pipe_kwargs)
     prompt = repeat_per_prompt(prompt, pipe_kwargs, num_videos_per_prompt)
     videos = _batch_size(prompt, pipe_kwargs.get("prompt_embeds"))
@@ -245,9 +308,12 @@ def image_to_video(
         )
         clean = rows.transpose(1, 2).to(device=device, dtype=dtype)  # [1, C, L, h, w]
         clean = clean.expand(videos, -1, -1, -1, -1).contiguous()
+    elif still_video is not None:
+        clean = still_video.to(device=device, dtype=dtype)
+        clean = clean.expand(videos, -1, -1, -1, -1).contiguous()
     else:
         clean = reference_latent.to(device=device, dtype=dtype)[:, :, None]
-        clean = clean.expand(videos, -1, num_frames, -1, -1).contiguous()
+        clean = clean.expand(videos, -1, latent_frames, -1, -1).contiguous()
     if noise is None:
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -263,6 +329,7 @@ def image_to_video(
         num_inference_steps=num_inference_steps,
         strength=strength,
         device=device,
+        sigma_start=params.sigma_start if params.active else 1.0,
     )
     call = dict(
         prompt=prompt,

@@ -28,7 +28,7 @@ from lib_rectify import RectifyError
 class SchedulerFacts:
     """How one scheduler class samples, for the step hook."""
 
-    space: str  # "vp" or "ve"
+    space: str  # "vp", "ve", or "flow" (x = (1−σ)·Z + σ·n, velocity output)
     level: str  # "sigmas": ᾱ from sigmas[step_index]; "alphas": from alphas_cumprod[t]
     fresh_noise: str  # "never", "always", or the config/step argument that decides it
 
@@ -45,7 +45,10 @@ SCHEDULERS: dict[str, SchedulerFacts] = {
     "EulerDiscreteScheduler": SchedulerFacts("ve", "sigmas", "never"),
     "EulerAncestralDiscreteScheduler": SchedulerFacts("ve", "sigmas", "always"),
     "LMSDiscreteScheduler": SchedulerFacts("ve", "sigmas", "never"),
+    "FlowMatchEulerDiscreteScheduler": SchedulerFacts("flow", "sigmas", "never"),
 }
+#: UniPC with ``use_flow_sigmas=True, prediction_type="flow_prediction"`` (Wan's own config).
+UNIPC_FLOW = SchedulerFacts("flow", "sigmas", "never")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -57,8 +60,24 @@ def facts_for(scheduler: Any) -> SchedulerFacts:
     if facts is None:
         raise RectifyError("scheduler", name, allowed)
     config = scheduler.config
-    if getattr(config, "use_flow_sigmas", False) or config.get("use_flow_sigmas", False):
-        raise RectifyError("scheduler use_flow_sigmas", True, "False (flow matching is not VP)")
+    if config.get("use_flow_sigmas", False):
+        if name != "UniPCMultistepScheduler":
+            raise RectifyError(
+                "scheduler use_flow_sigmas", True, "False, or UniPCMultistepScheduler"
+            )
+        if config.get("prediction_type") != "flow_prediction":
+            raise RectifyError(
+                "scheduler prediction_type",
+                config.get("prediction_type"),
+                "flow_prediction (with use_flow_sigmas)",
+            )
+        return UNIPC_FLOW
+    if facts.space == "flow":
+        if config.get("stochastic_sampling", False):
+            raise RectifyError("scheduler stochastic_sampling", True, "False")
+        if config.get("invert_sigmas", False):
+            raise RectifyError("scheduler invert_sigmas", True, "False (Mochi's form)")
+        return facts
     prediction = config.get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
         raise RectifyError("scheduler prediction_type", prediction, ", ".join(PREDICTION_TYPES))
@@ -154,3 +173,29 @@ def eps_to_output(
     if prediction == "v_prediction":
         return (eps - (1 - abar).sqrt() * x) / abar.sqrt()
     return (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def rescale_flow_schedule(scheduler: Any, sigma_start: float) -> None:
+    """Make a flow scheduler's fresh schedule start at ``sigma_start`` instead of 1.
+
+    Right after ``set_timesteps``: every σ is multiplied by ``sigma_start`` (the final 0
+    stays 0), and ``timesteps`` are σ·``num_train_timesteps`` again, in the dtype and on
+    the device the scheduler keeps them (float32 for FlowMatchEuler, int64 for UniPC). The
+    step and begin indices and UniPC's history were just reset by ``set_timesteps``, and
+    the number of steps is unchanged (docs/diffusers-video-pipelines.md).
+    """
+    if float(sigma_start) == 1.0:
+        return
+    sigmas = scheduler.sigmas
+    new = (sigmas.to(torch.float64) * float(sigma_start)).to(sigmas.dtype)
+    t = (new[:-1].to(torch.float64) * scheduler.config.num_train_timesteps).to(
+        scheduler.timesteps.dtype
+    )
+    scheduler.sigmas = new
+    scheduler.timesteps = t.to(scheduler.timesteps.device)
+
+
+def step_sigmas(scheduler: Any, start_index: int, count: int, device: torch.device) -> torch.Tensor:
+    """σ of each step a flow pipeline will run, float32 on ``device`` (copied asynchronously)."""
+    values = scheduler.sigmas.detach()[start_index : start_index + count].to(torch.float32)
+    return values.to(device, non_blocking=True)
