@@ -130,14 +130,7 @@ class SchedulerHook:
         if self.rectifier is None:
             self._start(s, sample, x, abar, layout, k)
         rect = self.rectifier
-        # Checked on the device, read in finish(): FreeInit or a custom loop fails there.
-        given = torch.as_tensor(timestep).detach().reshape(-1)[0].to(torch.float32)
-        rect.defer_check(
-            "scheduler step",
-            "one call per timestep of the schedule, in order "
-            "(FreeInit, FreeNoise and custom loops are not supported)",
-            (given.to(sample.device, non_blocking=True) - self.timesteps[i]).abs() > 1e-3,
-        )
+        self._check_timestep(rect, timestep, sample, i)
         if not rect.in_window(i, total):
             return original(model_output, timestep, sample, *a, **k)
         prediction = s.config.get("prediction_type", "epsilon")
@@ -214,15 +207,7 @@ class SchedulerHook:
             layout=layout,
             pivot="per_step" if self.pivot_reason else "initial",
         )
-        clean = self.clean.to(device=sample.device, dtype=torch.float32)
-        if layout == "frames":
-            clean = rearrange(clean, "b c l h w -> (b l) c h w")
-        if tuple(clean.shape) != tuple(sample.shape):
-            raise RectifyError(
-                "latents shape",
-                tuple(sample.shape),
-                f"the reference latent repeated over the frames, {tuple(clean.shape)}",
-            )
+        clean = self._clean_like(sample, layout)
         self.rectifier.capture_pivot_eps(x, clean=clean, alpha_cumprod=abar)
 
     def _order_error(self, i: int, timestep: Any) -> RectifyError:
