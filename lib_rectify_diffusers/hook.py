@@ -140,12 +140,7 @@ class SchedulerHook:
         if i == total - 1 and self.ends_short:
             # Land: the scheduler would keep some of each frame's own noise.
             clean_x = rect.clean_estimate_eps(eps, x=x, alpha_cumprod=abar)
-            landed = clean_x.to(dtype=sample.dtype)
-            if isinstance(out, tuple):
-                out = (landed, *out[1:])
-            else:
-                out.prev_sample = landed
-            self.landed = True
+            out = self._land(out, clean_x.to(dtype=sample.dtype))
         return out
 
     def _flow_step(self, original, model_output, timestep, sample, i, a, k):
@@ -165,12 +160,15 @@ class SchedulerHook:
         v = rect.rectify_flow(model_output, x=sample, sigma=sigma, step=i, total_steps=self.total)
         out = original(v, timestep, sample, *a, **k)
         if i == self.total - 1 and self.ends_short:  # land on the rectified clean estimate
-            landed = (sample.float() - sigma * v.float()).to(sample.dtype)
-            if isinstance(out, tuple):
-                out = (landed, *out[1:])
-            else:
-                out.prev_sample = landed
-            self.landed = True
+            out = self._land(out, (sample.float() - sigma * v.float()).to(sample.dtype))
+        return out
+
+    def _land(self, out: Any, landed: torch.Tensor) -> Any:
+        """Replace the scheduler's next sample with the clean estimate (the last step)."""
+        self.landed = True
+        if isinstance(out, tuple):
+            return (landed, *out[1:])
+        out.prev_sample = landed
         return out
 
     def _clean_like(self, sample: torch.Tensor, layout: str) -> torch.Tensor:
