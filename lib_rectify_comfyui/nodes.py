@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from lib_rectify import (
+    DEFAULT_SIGMA_START,
     FIELDS_BY_NAME,
     OMEGA_PRESETS,
     RectifyError,
@@ -25,7 +26,7 @@ from lib_rectify import (
     parse_percent,
     resolve_reference_frame,
 )
-from lib_rectify.anchors import DEFAULT_BLEND, end_anchored_clean
+from lib_rectify.anchors import DEFAULT_BLEND, anchor_positions, end_anchored_clean
 from lib_rectify.params import MAX_REFERENCE_FRAME
 
 from .patch import NodeError, Rectification, patch_model
@@ -52,7 +53,9 @@ def settings_inputs() -> dict[str, tuple]:
                 "max": MAX_FRAMES,
                 "tooltip": "Frames of the video: the picture is repeated this many times. Use the "
                 "motion module's length (16 for SD1.5 v2/v3, 8 for HotShot-XL) or more with "
-                "AnimateDiff-Evolved context options.",
+                "AnimateDiff-Evolved context options. Wan and other video models: the video's "
+                "frames as their latent nodes count them (4k + 1, e.g. 33 or 81); ω and τ then "
+                "act on the latent frames, (frames - 1) / 4 + 1 for Wan.",
             },
         ),
         "omega": (
@@ -96,6 +99,24 @@ def settings_inputs() -> dict[str, tuple]:
     }
 
 
+def sigma_start_input() -> tuple:
+    """The flow models' start σ: an optional widget, so saved workflows keep their values."""
+    return (
+        "FLOAT",
+        {
+            "default": DEFAULT_SIGMA_START,
+            "min": 0.01,
+            "max": 1.0,
+            "step": 0.01,
+            "tooltip": _hint(
+                "sigma_start",
+                " Applied when the schedule starts at σ = 1 (KSampler denoise 1.0); a "
+                "later start (denoise below 1, KSamplerAdvanced start_at_step) is kept.",
+            ),
+        },
+    )
+
+
 def read_settings(
     *,
     frames: Any,
@@ -105,6 +126,7 @@ def read_settings(
     reference_frame: Any,
     enabled: Any = True,
     end_picture: bool = False,
+    sigma_start: Any = DEFAULT_SIGMA_START,
 ) -> RectifyParams:
     """The widgets' values as settings, or a :class:`RectifyError` naming the field."""
     if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES:
@@ -122,6 +144,7 @@ def read_settings(
         omega=parse_omega_text(omega, field_name="omega"),
         tau=(start, end),
         reference_frame=reference_frame,
+        sigma_start=sigma_start,
     )
     reference = resolve_reference_frame(params.reference_frame, frames)
     if end_picture and (frames < 2 or reference not in (0, frames - 1)):
@@ -137,6 +160,13 @@ def _latent(value: Any, name: str) -> torch.Tensor:
     if not isinstance(value, dict) or not isinstance(value.get("samples"), torch.Tensor):
         raise RectifyError(name, type(value).__name__, "a LATENT (from VAE Encode)")
     samples = value["samples"]
+    if samples.ndim == 5:
+        raise RectifyError(
+            name,
+            tuple(samples.shape),
+            "an image model's latent [1, C, h, w]; for a video model (Wan) connect image and "
+            "vae instead: its VAE encodes time, so the node encodes the still video itself",
+        )
     if samples.ndim != 4 or samples.shape[0] != 1:
         raise RectifyError(
             f"{name} batch",
@@ -148,6 +178,138 @@ def _latent(value: Any, name: str) -> torch.Tensor:
     return samples
 
 
+def _latent_format(model: Any) -> Any:
+    """The MODEL's latent format (comfy/latent_formats.py), or None when it has none."""
+    try:
+        return model.get_model_object("latent_format")
+    except (AttributeError, KeyError):
+        return None
+
+
+def _fits_model(samples: torch.Tensor, model: Any, name: str) -> None:
+    """Refuse a latent whose channels or dimensions are not the MODEL's."""
+    fmt = _latent_format(model)
+    if fmt is None:
+        return
+    channels = getattr(fmt, "latent_channels", None)
+    dims = getattr(fmt, "latent_dimensions", 2)
+    if dims == 3 and samples.ndim != 5:
+        raise RectifyError(
+            name,
+            tuple(samples.shape),
+            "a video model's latent [1, C, T, h, w]: connect image and vae instead, so the "
+            "node encodes the picture as a still video with the model's VAE",
+        )
+    if dims != 3 and samples.ndim != 4:
+        raise RectifyError(
+            name, tuple(samples.shape), "an image model's latent [1, C, h, w] (VAE Encode)"
+        )
+    if isinstance(channels, int) and samples.shape[1] != channels:
+        raise RectifyError(
+            f"{name} channels",
+            int(samples.shape[1]),
+            f"{channels}, the MODEL's latent channels (use the VAE that belongs to the model)",
+        )
+
+
+def _image(value: Any, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[-1] not in (3, 4):
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise RectifyError(name, got, "an IMAGE [1, H, W, 3] (Load Image)")
+    if value.shape[0] != 1:
+        raise RectifyError(
+            f"{name} batch", int(value.shape[0]), "1: one picture (pick one with ImageFromBatch)"
+        )
+    if not bool(torch.isfinite(value).all()):
+        raise RectifyError(name, "contains NaN or inf", "finite values")
+    return value
+
+
+def _encode(vae: Any, image: torch.Tensor, frames: int, name: str) -> torch.Tensor:
+    """The picture's latent with ``vae``: ``[1, C, h, w]``, or for a video VAE (Wan's,
+    causal in time: comfy/sd.py:995-1004) the latent ``[1, C, T, h, w]`` of the picture
+    held still over ``frames`` frames."""
+    if not callable(getattr(vae, "encode", None)):
+        raise RectifyError("vae", type(vae).__name__, "a VAE (Load VAE, or a checkpoint's VAE)")
+    video = getattr(vae, "latent_dim", 2) == 3
+    pixels = image[..., :3]
+    if video:
+        pixels = pixels.expand(frames, *pixels.shape[1:])
+    samples = vae.encode(pixels)
+    if not isinstance(samples, torch.Tensor) or samples.ndim not in (4, 5):
+        got = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
+        raise RectifyError("vae output", got, "a latent [1, C, h, w] or [1, C, T, h, w]")
+    if not bool(torch.isfinite(samples).all()):
+        raise RectifyError(f"{name} latent", "contains NaN or inf", "finite values (check the VAE)")
+    return samples[:1]
+
+
+def clean_target(
+    model: Any,
+    params: RectifyParams,
+    frames: int,
+    *,
+    picture: Any = None,
+    image: Any = None,
+    vae: Any = None,
+    end_picture: Any = None,
+    end_image: Any = None,
+) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """The clean video the sampler starts from and the anchors: ``[L, C, h, w]`` (the frames
+    as the batch) from an image model's latent, ``[1, C, T, h, w]`` from a video VAE."""
+    if picture is not None and image is not None:
+        raise RectifyError(
+            "picture", "connected with image", "either picture (a LATENT) or image + vae"
+        )
+    if picture is None and image is None:
+        raise RectifyError(
+            "picture",
+            "not connected",
+            "picture (VAE Encode of one image) or image + vae (needed for video models "
+            "such as Wan, whose VAE encodes time)",
+        )
+    if image is not None:
+        if vae is None:
+            raise RectifyError("vae", "not connected", "the model's VAE, to encode image")
+        if end_picture is not None:
+            raise RectifyError(
+                "end_picture", "a LATENT with image + vae", "the end picture as end_image"
+            )
+        latent = _encode(vae, _image(image, "image"), frames, "image")
+        end = None
+        if end_image is not None:
+            end = _encode(vae, _image(end_image, "end_image"), frames, "end_image")
+    else:
+        if end_image is not None:
+            raise RectifyError(
+                "end_image", "an IMAGE with picture", "the end picture as end_picture (a LATENT)"
+            )
+        latent = _latent(picture, "picture")
+        end = None if end_picture is None else _latent(end_picture, "end_picture")
+    _fits_model(latent, model, "image" if image is not None else "picture")
+    latent = latent.to(torch.float32)
+    if end is not None:
+        end = end.to(torch.float32)
+    if latent.ndim == 5:  # one still video [1, C, T, h, w]
+        steps = int(latent.shape[2])
+        if end is None:
+            return latent.clone(), None
+        reference = resolve_reference_frame(params.reference_frame, steps)
+        if steps < 2:
+            raise RectifyError(
+                "frames", frames, "enough frames for two latent frames with an end picture"
+            )
+        first, last = (latent, end) if reference == 0 else (end, latent)
+        s = anchor_positions((0, steps - 1), steps).view(1, 1, steps, 1, 1)
+        # Linear over the latent frames (DEFAULT_BLEND): frame 0 is the first still video's
+        # first latent frame, the last frame the other's last, each as the VAE made it.
+        return torch.lerp(first, last, s), (reference, steps - 1 - reference)
+    if end is None:
+        return latent.expand(frames, *latent.shape[1:]).clone(), None
+    rows, anchors = end_anchored_clean(latent, end, frames, params.reference_frame, DEFAULT_BLEND)
+    return rows[0], anchors
+
+
 def _node_name(unique_id: Any) -> str:
     return f"{APPLY_TITLE} (node {unique_id})" if unique_id is not None else APPLY_TITLE
 
@@ -157,11 +319,13 @@ class NoiseRectification:
 
     DESCRIPTION = (
         "Image to video that keeps the picture (Li et al., tuning-free noise rectification). "
-        "Put it after the AnimateDiff-Evolved loader, feed the picture's LATENT (VAE Encode), "
-        "and sample its LATENT output with denoise 1.0: during the window τ the predicted "
-        "noise of every frame is pulled back toward the noise the sampler added, weighted "
-        "per frame by ω; the reference frame becomes exactly the picture. Optional end "
-        "picture: the video also ends on it."
+        "Put it after the AnimateDiff-Evolved loader (SD1.5, SDXL), or after ModelSamplingSD3 "
+        "for Wan and other flow-matching video models; connect the picture (its LATENT from "
+        "VAE Encode, or image + vae, which video models need), and sample its LATENT output "
+        "with denoise 1.0: during the window τ the predicted noise of every frame is pulled "
+        "back toward the noise the sampler added, weighted per frame by ω; the reference "
+        "frame becomes exactly the picture. Flow models start from the picture noised to "
+        "sigma_start instead of pure noise. Optional end picture: the video also ends on it."
     )
     CATEGORY = CATEGORY
     FUNCTION = "apply"
@@ -178,12 +342,11 @@ class NoiseRectification:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model with AnimateDiff applied."}),
-                "picture": (
-                    "LATENT",
+                "model": (
+                    "MODEL",
                     {
-                        "tooltip": "The picture to animate: VAE Encode of one image, at the "
-                        "video's size."
+                        "tooltip": "The model with AnimateDiff applied, or a video model such "
+                        "as Wan 2.1 / 2.2 (after ModelSamplingSD3)."
                     },
                 ),
                 **settings_inputs(),
@@ -197,6 +360,13 @@ class NoiseRectification:
                 ),
             },
             "optional": {
+                "picture": (
+                    "LATENT",
+                    {
+                        "tooltip": "The picture to animate: VAE Encode of one image, at the "
+                        "video's size (SD1.5, SDXL). Or connect image + vae instead."
+                    },
+                ),
                 "end_picture": (
                     "LATENT",
                     {
@@ -206,6 +376,25 @@ class NoiseRectification:
                         + " Same size as the picture; the reference frame must be 0 or -1.",
                     },
                 ),
+                "image": (
+                    "IMAGE",
+                    {
+                        "tooltip": "The picture to animate, as an IMAGE (Load Image), at the "
+                        "video's size; with vae. Needed for video models (Wan): their VAE "
+                        "encodes time, so the node encodes the picture held still over the "
+                        "frames. Use it instead of picture."
+                    },
+                ),
+                "vae": ("VAE", {"tooltip": "The model's VAE, to encode image (and end_image)."}),
+                "end_image": (
+                    "IMAGE",
+                    {
+                        "tooltip": "The end picture as an IMAGE, with image + vae: the video "
+                        "also ends on it. Same size as image; the reference frame must be 0 "
+                        "or -1."
+                    },
+                ),
+                "sigma_start": sigma_start_input(),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -218,10 +407,16 @@ class NoiseRectification:
         tau_start_percent: Any = None,
         tau_end_percent: Any = None,
         reference_frame: Any = None,
+        sigma_start: Any = None,
     ) -> bool | str:
         """The settings widgets, checked when the prompt is queued (comfy_execution: an
         error string fails the prompt with HTTP 400 and marks the node). ComfyUI passes only
         the inputs named here, and None for one fed by a link, checked when the node runs."""
+        if sigma_start is not None:
+            try:
+                RectifyParams(sigma_start=sigma_start)
+            except RectifyError as error:
+                return str(error)
         values = {
             "frames": frames,
             "omega": omega,
@@ -246,15 +441,19 @@ class NoiseRectification:
     def apply(
         self,
         model: Any,
-        picture: Any,
-        frames: int,
-        omega: str,
-        tau_start_percent: float,
-        tau_end_percent: float,
-        reference_frame: int,
+        picture: Any = None,
+        frames: int = 16,
+        omega: str = "paper",
+        tau_start_percent: float = 0.0,
+        tau_end_percent: float = 60.0,
+        reference_frame: int = 0,
         enabled: bool = True,
         end_picture: Any = None,
         unique_id: Any = None,
+        image: Any = None,
+        vae: Any = None,
+        end_image: Any = None,
+        sigma_start: float = DEFAULT_SIGMA_START,
     ) -> tuple[Any, dict]:
         node = _node_name(unique_id)
         try:
@@ -265,25 +464,23 @@ class NoiseRectification:
                 tau_end_percent=tau_end_percent,
                 reference_frame=reference_frame,
                 enabled=enabled,
-                end_picture=end_picture is not None,
+                end_picture=end_picture is not None or end_image is not None,
+                sigma_start=sigma_start,
             )
-            latent = _latent(picture, "picture")
-            anchors = None
-            if end_picture is None:
-                clean = latent.to(torch.float32).expand(frames, *latent.shape[1:]).clone()
-            else:
-                end = _latent(end_picture, "end_picture")
-                rows, anchors = end_anchored_clean(
-                    latent.to(torch.float32),
-                    end.to(torch.float32),
-                    frames,
-                    params.reference_frame,
-                    DEFAULT_BLEND,
-                )
-                clean = rows[0]
+            clean, anchors = clean_target(
+                model,
+                params,
+                frames,
+                picture=picture,
+                image=image,
+                vae=vae,
+                end_picture=end_picture,
+                end_image=end_image,
+            )
         except RectifyError as error:
             raise NodeError(f"{node}: {str(error).removeprefix('Noise Rectification: ')}") from None
-        clean = clean.to(latent.dtype)
+        if picture is not None:
+            clean = clean.to(picture["samples"].dtype)
         out_latent = {"samples": clean}
         if not params.active:
             return (model, out_latent)

@@ -18,6 +18,16 @@ Checked against ComfyUI v0.12.1 (upstream 3be0175, in the hiddenswitch fork 8760
 - ``cfg_function`` (:352-366) hands every ``sampler_post_cfg_function`` the guided
   ``denoised`` x̂0, the sampler's ``input`` x and ``sigma``; :meth:`Rectification.post_cfg`
   returns the rectified x̂0 (the core's denoiser form, as in the WebUI).
+- Flow models (Wan and the other ``CONST`` models, comfy/model_sampling.py:62-76):
+  ``noise_scaling`` is ``σ·noise + (1−σ)·latent`` and ``ModelSamplingDiscreteFlow``'s
+  schedules start at σ = 1 exactly (:249-284), where the first input is the noise alone.
+  When the schedule it is handed starts there, the wrapper runs the sampler on the same
+  schedule scaled by ``sigma_start`` (σ 0 stays 0, the step count is kept) and puts that
+  schedule in ``transformer_options["sample_sigmas"]`` too, which ComfyUI's context
+  windows match every call's σ against (comfy/context_windows.py:214). The post-CFG hook
+  then uses the core's flow form on x̂0 (``rectify_flow(prediction="denoised")``).
+  Wan's latents are 5-D ``[B, C, T, H, W]`` (layout "video"); AnimateDiff's are 4-D
+  with the frames as the batch (layout "frames").
 
 Nothing global: the state of a run lives on the :class:`Rectification` of one clone and
 is dropped when the run ends, also when it fails. The per-call path never waits for the
@@ -27,6 +37,7 @@ GPU (the step is looked up on the device, see samplers.py).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +69,7 @@ class Report:
     pivot: str = "initial"
     landed: bool = False
     sampler: str = ""
+    first_sigma: float = 0.0  # the σ the sampler started from (σ_start for flow models)
 
 
 @dataclass
@@ -65,7 +77,9 @@ class _Run:
     plan: SamplerPlan
     labeler: CallLabeler
     rectifier: Rectifier
-    clean: torch.Tensor  # Z in the sampler's space, [L, C, h, w]
+    clean: torch.Tensor  # Z in the sampler's space, [L, C, h, w] or [1, C, T, h, w]
+    sigmas: torch.Tensor  # the schedule the sampler runs (σ_start applied for flow models)
+    flow: bool = False
     calls: int = 0
     last_clean: torch.Tensor | None = None
     land: bool | torch.Tensor = False
@@ -83,8 +97,11 @@ class Rectification:
         node: str = "Noise Rectification",
     ) -> None:
         self.params = params
-        self.clean = clean.detach()  # [L, C, h, w], the LATENT's own scale (before process_in)
-        self.frames = int(clean.shape[0])
+        # The LATENT's own scale (before process_in): [L, C, h, w] with the frames as the
+        # batch (AnimateDiff), or one video [1, C, T, h, w] (Wan and other video models).
+        self.clean = clean.detach()
+        self.layout = "video" if clean.ndim == 5 else "frames"
+        self.frames = int(clean.shape[2] if self.layout == "video" else clean.shape[0])
         self.anchors = anchors
         self.node = node
         self.run: _Run | None = None
@@ -145,11 +162,15 @@ class Rectification:
             run.labeler.progress(step)
             return callback(step, x0, x, total) if callback is not None else None
 
+        if run.sigmas is not sigmas:
+            options = extra_args.get("model_options", {}).get("transformer_options")
+            if isinstance(options, dict):  # this sampling's own copy (samplers.py:970-971)
+                options["sample_sigmas"] = run.sigmas
         self.run = run
         try:
             samples = executor(
                 guider,
-                sigmas,
+                run.sigmas,
                 extra_args,
                 observed,
                 noise,
@@ -206,20 +227,14 @@ class Rectification:
                 "no mask: rectification pins whole frames (remove Set Latent Noise Mask)",
             )
         model = guider.inner_model
-        if _is_flow(model.model_sampling):
-            raise RectifyError(
-                "model",
-                type(model.model_sampling).__name__,
-                "an ε or v-prediction model such as SD1.5 or SDXL (flow models are not supported)",
-            )
-        plan = plan_sampler(sampler, sigmas)
+        flow = _is_flow(model.model_sampling)
         shape = tuple(noise.shape)
         if latent_image is None or tuple(latent_image.shape) != shape:
             got = None if latent_image is None else tuple(latent_image.shape)
             raise RectifyError(
                 "sampled latent",
                 got,
-                f"the node's LATENT output, {self.frames} frames of {tuple(self.clean.shape[1:])}",
+                f"the node's LATENT output, {tuple(self.clean.shape)}",
             )
         if shape != tuple(self.clean.shape):
             raise RectifyError(
@@ -228,19 +243,30 @@ class Rectification:
                 f"the sampled latent's batch and size, {shape}: connect this node's LATENT "
                 "output to the sampler, with the frame count and picture size of the video",
             )
+        if flow:
+            sigmas = flow_schedule(sigmas, self.params.sigma_start)
+        plan = plan_sampler(sampler, sigmas, flow=flow)
         clean = model.process_latent_in(self.clean.to(device=noise.device, dtype=torch.float32))
         pivot = "per_step" if plan.stochastic else "initial"
         if plan.stochastic:
             log.info("Noise Rectification: per-step pivot (%s)", plan.stochastic)
         rectifier = Rectifier(
-            self.params, frames=self.frames, layout="frames", pivot=pivot, anchors=self.anchors
+            self.params, frames=self.frames, layout=self.layout, pivot=pivot, anchors=self.anchors
         )
         self.report = Report(
             steps=plan.total_steps,
             pivot="per step: " + plan.stochastic if plan.stochastic else "initial",
             sampler=plan.function,
+            first_sigma=plan.levels[0],
         )
-        return _Run(plan=plan, labeler=CallLabeler(plan), rectifier=rectifier, clean=clean)
+        return _Run(
+            plan=plan,
+            labeler=CallLabeler(plan),
+            rectifier=rectifier,
+            clean=clean,
+            sigmas=sigmas,
+            flow=flow,
+        )
 
     def _finish(self, run: _Run, samples: torch.Tensor) -> torch.Tensor:
         if run.calls == 0:
@@ -282,24 +308,44 @@ class Rectification:
             return denoised
         x, sigma = args["input"], args["sigma"]
         try:
-            if denoised.shape[0] != self.frames or x.shape != denoised.shape:
+            if tuple(denoised.shape) != tuple(run.clean.shape) or x.shape != denoised.shape:
+                whole = (
+                    "one video [1, C, T, h, w]"
+                    if self.layout == "video"
+                    else "the batch is the frames"
+                )
                 raise RectifyError(
                     "model call batch",
                     tuple(denoised.shape),
-                    f"{self.frames} frames at once (one video; the batch is the frames)",
+                    f"{self.frames} frames at once ({whole}, {tuple(run.clean.shape)})",
                 )
             step = run.labeler.label(sigma)
             run.calls += 1
             rect = run.rectifier
             if not rect.has_pivot:
                 clean = run.clean.to(device=x.device)
-                rect.capture_pivot_denoiser(x, clean=clean, sigma=sigma)
+                if run.flow:
+                    rect.capture_pivot_flow(x, clean=clean, sigma=sigma)
+                else:
+                    rect.capture_pivot_denoiser(x, clean=clean, sigma=sigma)
             total = run.plan.total_steps
             window = rect.in_window(step, total)
             run.land = False
             if window is False:
                 return denoised
-            out = rect.rectify_denoised(denoised, x=x, sigma=sigma, step=step, total_steps=total)
+            if run.flow:
+                out = rect.rectify_flow(
+                    denoised,
+                    x=x,
+                    sigma=sigma,
+                    step=step,
+                    total_steps=total,
+                    prediction="denoised",
+                )
+            else:
+                out = rect.rectify_denoised(
+                    denoised, x=x, sigma=sigma, step=step, total_steps=total
+                )
             run.last_clean, run.land = out, window
             return out
         except RectifyError as error:
@@ -307,11 +353,23 @@ class Rectification:
 
 
 def _is_flow(sampling: Any) -> bool:
-    """Flow-matching models (``CONST`` prediction: x = (1−σ)·Z + σ·n) are not VE."""
+    """Flow-matching models: the ``CONST`` prediction, x = (1−σ)·Z + σ·n
+    (comfy/model_sampling.py:62-76; Wan, HunyuanVideo, LTX, Mochi, SD3, Flux)."""
     for cls in type(sampling).__mro__:
         if cls.__name__ in ("CONST", "ModelSamplingDiscreteFlow", "ModelSamplingFlux"):
             return True
     return False
+
+
+def flow_schedule(sigmas: torch.Tensor, sigma_start: float) -> torch.Tensor:
+    """The schedule a flow sampling runs: scaled to start at ``sigma_start`` when it starts
+    at σ = 1 (denoise 1.0), where the first input would be the noise alone; as it is when
+    it starts lower (denoise below 1, KSamplerAdvanced's later start), where the first
+    input already carries the picture. One read of σ_0 per sampling run."""
+    first = float(sigmas[0]) if len(sigmas) else 0.0
+    if sigma_start >= 1.0 or not (first > 1.0 or math.isclose(first, 1.0, rel_tol=1e-5)):
+        return sigmas
+    return sigmas * sigma_start
 
 
 def _ranges(steps: list[int]) -> str:

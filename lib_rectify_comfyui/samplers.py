@@ -21,6 +21,11 @@ churn) and then the callback for step i (e.g. sampling.py:233-236). What differs
   last non-zero σ and stop there, short of clean; UniPC (uni_pc.py:846-870) ends at
   σ = 0.001. Their result is landed on the last clean estimate.
 - ``ddim`` is Euler (samplers.py:1102-1111).
+- Flow (``CONST``) models: euler_ancestral, dpm_2_ancestral and dpmpp_2s_ancestral hand
+  over to their ``_RF`` forms (sampling.py:244-246, 367-369, 674-676). dpm_2_ancestral_RF
+  makes its second call unless its own σ_down = σ_(i+1)·(1 + (σ_(i+1)/σ_i − 1)·eta) is 0
+  (:399-431); dpmpp_2s_ancestral_RF whenever σ_(i+1) > 0 (:712-760). Both come after the
+  callback, as in the VE forms; the CFG++ form has no RF branch (:1322-1362).
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ class SamplerPlan:
     stochastic: str | None  # why the run needs the per-step pivot, or None
     ends_short_of_clean: bool  # it stops above σ = 0: land the result
     eta: float = 1.0
+    flow: bool = False  # a CONST (flow-matching) model: the ancestral samplers' RF forms
 
     def calls_after_callback(self, step: int) -> int:
         """How many more calls step ``step`` makes after its progress callback."""
@@ -143,7 +149,12 @@ class SamplerPlan:
         if self.function not in _AFTER_CALLBACK or step + 1 > last:
             return 0
         if self.function in _ANCESTRAL_PAIRS:
-            return 1 if ancestral_sigma_down(levels[step], levels[step + 1], self.eta) > 0 else 0
+            here, after = levels[step], levels[step + 1]
+            if self.flow and self.function == "sample_dpmpp_2s_ancestral":
+                return 1 if after > 0 else 0
+            if self.flow and self.function == "sample_dpm_2_ancestral":
+                return 1 if after * (1 + (after / here - 1) * self.eta) != 0 else 0
+            return 1 if ancestral_sigma_down(here, after, self.eta) > 0 else 0
         if self.function == "sample_heunpp2":  # sampling.py:1071-1098
             end = levels[-1]
             if levels[step + 1] == end:
@@ -152,8 +163,11 @@ class SamplerPlan:
         return 0 if levels[step + 1] == 0 else 1
 
 
-def plan_sampler(sampler: Any, sigmas: torch.Tensor | Sequence[float]) -> SamplerPlan:
-    """Describe the ``KSAMPLER`` about to run over ``sigmas``; refuse what cannot be exact."""
+def plan_sampler(
+    sampler: Any, sigmas: torch.Tensor | Sequence[float], *, flow: bool = False
+) -> SamplerPlan:
+    """Describe the ``KSAMPLER`` about to run over ``sigmas`` (of a flow model when
+    ``flow``); refuse what cannot be exact."""
     function = getattr(sampler, "sampler_function", None)
     name = getattr(function, "__name__", "") or type(sampler).__name__
     options = dict(getattr(sampler, "extra_options", {}) or {})
@@ -195,6 +209,7 @@ def plan_sampler(sampler: Any, sigmas: torch.Tensor | Sequence[float]) -> Sample
         stochastic=stochastic,
         ends_short_of_clean=name in _ENDS_SHORT,
         eta=sampler_option(function, options, "eta", 1.0) if function is not None else 1.0,
+        flow=flow,
     )
 
 

@@ -12,7 +12,13 @@ heunpp2, exp_heun_2_x0 (SEEDS-2 with r = 1) and lcm. The rest of ComfyUI's list 
 the live suite (tests/comfyui/live) against the real ComfyUI.
 
 The model is a toy ε model (no weights) whose frames are mixed as AnimateDiff's motion
-module mixes them, so ω and the reference frame matter.
+module mixes them, so ω and the reference frame matter. The flow path has its own toy: a
+Wan-like video model on 5-D latents ``[B, C, T, h, w]`` with ``ModelSamplingDiscreteFlow``
+and the ``CONST`` prediction (model_sampling.py:62-76, 244-284), Wan 2.1's latent format
+(latent_formats.py:471-516), a VAE that encodes time causally as Wan's does
+(comfy/sd.py:995-1004), the ``simple`` scheduler (samplers.py:405-412) and the ``_RF``
+forms the ancestral samplers hand over to for ``CONST`` models (sampling.py:244-295,
+367-431, 674-760).
 """
 
 from __future__ import annotations
@@ -120,10 +126,148 @@ class ModelSamplingDiscreteEPS:
         return latent
 
 
+class LatentFormatSD15:  # latent_formats.py:3-40
+    latent_channels = 4
+    latent_dimensions = 2
+
+
+class CONST:  # model_sampling.py:62-76
+    def calculate_input(self, sigma, noise):
+        return noise
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        return model_input - model_output * sigma.view(-1, *[1] * (model_output.ndim - 1))
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        sigma = sigma.view(-1, *[1] * (noise.ndim - 1)) if sigma.ndim else sigma
+        return sigma * noise + (1.0 - sigma) * latent_image
+
+    def inverse_noise_scaling(self, sigma, latent):
+        return latent / (1.0 - sigma)
+
+
+def time_snr_shift(alpha, t):  # model_sampling.py:244-247
+    if alpha == 1.0:
+        return t
+    return alpha * t / (1 + (alpha - 1) * t)
+
+
+class ModelSamplingDiscreteFlow:  # model_sampling.py:249-284
+    def __init__(self, shift=8.0, timesteps=1000, multiplier=1000):
+        self.shift, self.multiplier = shift, multiplier
+        self.sigmas = self.sigma(torch.arange(1, timesteps + 1, 1) / timesteps * multiplier)
+
+    @property
+    def sigma_min(self):
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self):
+        return self.sigmas[-1]
+
+    def timestep(self, sigma):
+        return sigma * self.multiplier
+
+    def sigma(self, timestep):
+        return time_snr_shift(self.shift, timestep / self.multiplier)
+
+
+class WanFlowSampling(ModelSamplingDiscreteFlow, CONST):
+    """What ``model_sampling()`` builds for Wan 2.1 (model_base.py: the sampling class
+    and the prediction type mixed into one class; supported_models.py WAN21_T2V: shift 8)."""
+
+
+class LatentFormatWan21:  # latent_formats.py:471-516 (per-channel mean and std)
+    latent_channels = 16
+    latent_dimensions = 3
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(21)
+        self.mean = (0.5 * torch.randn(16, generator=g)).view(1, 16, 1, 1, 1)
+        self.std = (1.5 + torch.rand(16, generator=g)).view(1, 16, 1, 1, 1)
+        self.scale_factor = 1.0
+
+    def process_in(self, latent):
+        return (latent - self.mean) * self.scale_factor / self.std
+
+    def process_out(self, latent):
+        return latent * self.std / self.scale_factor + self.mean
+
+
+class ToyWanModel:
+    """A toy flow video model on ``[B, 16, T, h, w]``: the latent frames mixed in time (as
+    Wan's attention mixes them), a velocity out (``BaseModel.apply_model``: the model's
+    output through ``calculate_denoised``)."""
+
+    def __init__(self, seed: int = 0, shift: float = 8.0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.model_sampling = WanFlowSampling(shift=shift)
+        self.latent_format = LatentFormatWan21()
+        self.mix_logits = torch.randn(64, 64, generator=g)
+        self.shift = torch.randn(16, generator=g).view(1, 16, 1, 1, 1)
+        self.calls = 0
+        self.inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def process_latent_in(self, latent):
+        return self.latent_format.process_in(latent)
+
+    def process_latent_out(self, latent):
+        return self.latent_format.process_out(latent)
+
+    def apply_model(self, x, t, cond_sign):
+        self.calls += 1
+        self.inputs.append((x[: x.shape[0] // len(cond_sign)].clone(), t.clone()))
+        s = t.view(-1, 1, 1, 1, 1)
+        frames = x.shape[2]
+        mix = torch.softmax(self.mix_logits[:frames, :frames], dim=1)
+        mixed = torch.einsum("fg,bcghw->bcfhw", mix, x)
+        sign = torch.cat([torch.full((x.shape[0] // len(cond_sign),), c) for c in cond_sign])
+        denoised = torch.tanh(mixed) * (1 - s) + sign.view(-1, 1, 1, 1, 1) * 0.2 * self.shift
+        velocity = (x - denoised) / s
+        return self.model_sampling.calculate_denoised(t, velocity, x)
+
+
+class CausalVideoVAE:
+    """``VAE.encode`` of a video VAE (comfy/sd.py:995-1004, ``latent_dim = 3``): the IMAGE
+    batch ``[N, H, W, 3]`` becomes one video ``[1, 3, N, H, W]``; latent frame 0 encodes
+    picture 0 alone and each later one the next 4 pictures (Wan's causal VAE), so a still
+    video's latent frames are not one picture's latent repeated."""
+
+    latent_dim = 3
+
+    def __init__(self, channels: int = 16, seed: int = 5) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.first = torch.randn(channels, 3, generator=g)
+        self.rest = torch.randn(channels, 3, generator=g)
+
+    def encode(self, pixels):
+        video = pixels.movedim(-1, 1).movedim(1, 0).unsqueeze(0)  # [1, 3, N, H, W]
+        pooled = torch.nn.functional.avg_pool3d(video, (1, 8, 8))
+        frames = [torch.einsum("oc,bchw->bohw", self.first, pooled[:, :, 0])]
+        for start in range(1, pooled.shape[2], 4):
+            group = pooled[:, :, start : start + 4].mean(dim=2)
+            frames.append(torch.einsum("oc,bchw->bohw", self.rest, group))
+        return torch.stack(frames, dim=2)
+
+
+class ImageVAE:
+    """``VAE.encode`` of an image VAE (``latent_dim = 2``): one latent per picture."""
+
+    latent_dim = 2
+
+    def __init__(self, seed: int = 6) -> None:
+        self.weight = torch.randn(4, 3, generator=torch.Generator().manual_seed(seed))
+
+    def encode(self, pixels):
+        pooled = torch.nn.functional.avg_pool2d(pixels.movedim(-1, 1), 8)
+        return torch.einsum("oc,bchw->bohw", self.weight, pooled)
+
+
 class ToyVideoModel:
     """``BaseModel.apply_model`` (comfy/model_base.py) around a toy ε network."""
 
     scale_factor = 0.18215  # latent_formats.SD15
+    latent_format = LatentFormatSD15()
 
     def __init__(self, seed: int = 0, frames_mixed: bool = True) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -361,7 +505,141 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
     return x
 
 
-_COMFY_ONLY = {"heunpp2": sample_heunpp2, "exp_heun_2_x0": sample_exp_heun_2_x0, "lcm": sample_lcm}
+def _is_const(model) -> bool:
+    return isinstance(model.inner_model.inner_model.model_sampling, CONST)
+
+
+def _rf_down(sigma, sigma_next, eta):
+    """The RF forms' σ_down and re-noise factor (sampling.py:268-295, 399-431, 712-760)."""
+    down = sigma_next * (1 + (sigma_next / sigma - 1) * eta)
+    a_next, a_down = 1 - sigma_next, 1 - down
+    renoise = (sigma_next**2 - down**2 * a_next**2 / a_down**2) ** 0.5
+    return down, a_next / a_down, renoise
+
+
+def sample_euler_ancestral(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    eta=1.0,
+    s_noise=1.0,
+    noise_sampler=None,
+):
+    """sampling.py:244-295: the RF form for ``CONST`` models (one call per step)."""
+    if not _is_const(model):
+        return K.sample_euler_ancestral(
+            model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler
+        )
+    g = torch.Generator().manual_seed(int(extra_args.get("seed", 0) or 0))
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        if callback is not None:
+            callback(
+                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
+            )
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        down, ratio, renoise = _rf_down(sigmas[i], sigmas[i + 1], eta)
+        x = (down / sigmas[i]) * x + (1 - down / sigmas[i]) * denoised
+        if eta > 0:
+            x = ratio * x + torch.randn(x.shape, generator=g) * s_noise * renoise
+    return x
+
+
+def sample_dpm_2_ancestral(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    eta=1.0,
+    s_noise=1.0,
+    noise_sampler=None,
+):
+    """sampling.py:367-431: the RF form's second call at the log-midpoint of σ_i and its
+    own σ_down, after the callback, unless σ_down = 0."""
+    if not _is_const(model):
+        return K.sample_dpm_2_ancestral(
+            model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler
+        )
+    g = torch.Generator().manual_seed(int(extra_args.get("seed", 0) or 0))
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        down, ratio, renoise = _rf_down(sigmas[i], sigmas[i + 1], eta)
+        if callback is not None:
+            callback(
+                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
+            )
+        d = K.to_d(x, sigmas[i], denoised)
+        if down == 0:
+            x = x + d * (down - sigmas[i])
+            continue
+        mid = sigmas[i].log().lerp(down.log(), 0.5).exp()
+        x_2 = x + d * (mid - sigmas[i])
+        d_2 = K.to_d(x_2, mid, model(x_2, mid * s_in, **extra_args))
+        x = x + d_2 * (down - sigmas[i])
+        x = ratio * x + torch.randn(x.shape, generator=g) * s_noise * renoise
+    return x
+
+
+def sample_dpmpp_2s_ancestral(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    eta=1.0,
+    s_noise=1.0,
+    noise_sampler=None,
+):
+    """sampling.py:674-760: the RF form's second call (at σ_s, between σ_i and its σ_down)
+    after the callback whenever σ_(i+1) > 0."""
+    if not _is_const(model):
+        return K.sample_dpmpp_2s_ancestral(
+            model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler
+        )
+    g = torch.Generator().manual_seed(int(extra_args.get("seed", 0) or 0))
+    s_in = x.new_ones([x.shape[0]])
+    lam = lambda sigma: ((1 - sigma) / sigma).log()  # noqa: E731
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        down, ratio, renoise = _rf_down(sigmas[i], sigmas[i + 1], eta)
+        if callback is not None:
+            callback(
+                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
+            )
+        if sigmas[i + 1] == 0:
+            x = x + K.to_d(x, sigmas[i], denoised) * (down - sigmas[i])
+        else:
+            if sigmas[i] == 1.0:  # log((1 - σ)/σ) has no value there
+                sigma_s = torch.tensor(0.9999)
+            else:
+                s = lam(sigmas[i]) + 0.5 * (lam(down) - lam(sigmas[i]))
+                sigma_s = 1 / (s.exp() + 1)
+            u = (sigma_s / sigmas[i]) * x + (1 - sigma_s / sigmas[i]) * denoised
+            d_i = model(u, sigma_s * s_in, **extra_args)
+            x = (down / sigmas[i]) * x + (1 - down / sigmas[i]) * d_i
+        if sigmas[i + 1] > 0 and eta > 0:
+            x = ratio * x + torch.randn(x.shape, generator=g) * s_noise * renoise
+    return x
+
+
+_COMFY_ONLY = {
+    "heunpp2": sample_heunpp2,
+    "exp_heun_2_x0": sample_exp_heun_2_x0,
+    "lcm": sample_lcm,
+    "euler_ancestral": sample_euler_ancestral,
+    "dpm_2_ancestral": sample_dpm_2_ancestral,
+    "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
+}
 
 
 def ksampler(sampler_name, extra_options=None, inpaint_options=None):  # :756-777
@@ -453,7 +731,16 @@ def normal_scheduler(ms: ModelSamplingDiscreteEPS, steps: int) -> torch.Tensor: 
     return torch.FloatTensor([*(float(ms.sigma(t)) for t in timesteps), 0.0])
 
 
+def simple_scheduler(ms, steps: int) -> torch.Tensor:  # :405-412
+    stride = len(ms.sigmas) / steps
+    return torch.FloatTensor(
+        [*(float(ms.sigmas[-(1 + int(i * stride))]) for i in range(steps)), 0.0]
+    )
+
+
 def calculate_sigmas(ms, scheduler: str, steps: int) -> torch.Tensor:  # :1092-1100
+    if scheduler == "simple":
+        return simple_scheduler(ms, steps)
     if scheduler == "karras":
         return K.get_sigmas_karras(
             n=steps, sigma_min=float(ms.sigma_min), sigma_max=float(ms.sigma_max)
