@@ -14,12 +14,16 @@ sample and the timestep together, so the hook wraps it for one pipeline call. Th
 pipeline is never modified; the scheduler instance gets two attributes that are
 removed afterwards. TextToVideoSDPipeline passes frames folded into the batch
 (``[B·L, C, h, w]``, frame-major per video, the core's ``"frames"`` layout); the
-AnimateDiff pipelines pass ``[B, C, L, h, w]`` (``"video"``).
+AnimateDiff pipelines pass ``[B, C, L, h, w]`` (``"video"``). The transformer pipelines
+(``models.py``) loop the same way; where ``step`` sees another layout (LTX's packed tokens,
+CogVideoX's frames-first latents) a :class:`~lib_rectify_diffusers.models.LatentView`
+turns the sample and the prediction into ``[B, C, L, h, w]`` and the result back.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +35,7 @@ from einops import rearrange
 from lib_rectify import Rectifier, RectifyError, RectifyParams
 
 from . import schedulers as sch
+from .models import LatentView
 
 log = logging.getLogger("lib_rectify_diffusers")
 
@@ -51,9 +56,12 @@ class SchedulerHook:
         clean: torch.Tensor,
         start_index: int = 0,
         anchors: tuple[int, ...] | None = None,
+        view: LatentView | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.facts = sch.facts_for(scheduler)
+        self.view = view  # step's layout <-> [B, C, L, h, w]; None: step sees that already
+        self.sign = sch.flow_sign(scheduler) if self.facts.space == "flow" else 1.0
         self.params = params
         self.clean = clean  # Z repeated over the frames, [B, C, L, h, w]
         self.frames = clean.shape[2]
@@ -122,46 +130,57 @@ class SchedulerHook:
         if self.step_alphas.device != sample.device:  # once: the tables go where the latents are
             self.step_alphas = self.step_alphas.to(sample.device, non_blocking=True)
             self.timesteps = self.timesteps.to(sample.device, non_blocking=True)
+        view = self.view  # the core works on [B, C, L, h, w] (or the frames layout)
+        x_in = sample if view is None else view.to_video(sample)
+        output = model_output if view is None else view.to_video(model_output)
         if self.facts.space == "flow":
-            return self._flow_step(original, model_output, timestep, sample, i, a, k)
+            return self._flow_step(original, model_output, output, timestep, sample, x_in, i, a, k)
         abar = self.step_alphas[i]
-        x = sch.to_vp(sample, self.facts, abar)
-        layout = "video" if sample.ndim == 5 else "frames"
+        x = sch.to_vp(x_in, self.facts, abar)
+        layout = "video" if x_in.ndim == 5 else "frames"
         if self.rectifier is None:
-            self._start(s, sample, x, abar, layout, k)
+            self._start(s, x_in, x, abar, layout, k)
         rect = self.rectifier
         self._check_timestep(rect, timestep, sample, i)
         if not rect.in_window(i, total):
             return original(model_output, timestep, sample, *a, **k)
         prediction = s.config.get("prediction_type", "epsilon")
-        eps = sch.output_to_eps(model_output, x, abar, prediction)
+        eps = sch.output_to_eps(output, x, abar, prediction)
         eps = rect.rectify_eps(eps, step=i, total_steps=total, x=x, alpha_cumprod=abar)
-        out = original(sch.eps_to_output(eps, x, abar, prediction), timestep, sample, *a, **k)
+        rectified = self._back(sch.eps_to_output(eps, x, abar, prediction))
+        out = original(rectified, timestep, sample, *a, **k)
         if i == total - 1 and self.ends_short:
             # Land: the scheduler would keep some of each frame's own noise.
             clean_x = rect.clean_estimate_eps(eps, x=x, alpha_cumprod=abar)
-            out = self._land(out, clean_x.to(dtype=sample.dtype))
+            out = self._land(out, self._back(clean_x.to(dtype=sample.dtype)))
         return out
 
-    def _flow_step(self, original, model_output, timestep, sample, i, a, k):
-        """A flow scheduler's step: ``step_alphas`` holds σ; the model output is a velocity."""
+    def _flow_step(self, original, model_output, output, timestep, sample, x_in, i, a, k):
+        """A flow scheduler's step: ``step_alphas`` holds σ; the model output is a velocity
+        (``output``, ``x_in``: the prediction and the sample as ``[B, C, L, h, w]``), or minus
+        one for an ``invert_sigmas`` table (Mochi)."""
         sigma = self.step_alphas[i]
-        layout = "video" if sample.ndim == 5 else "frames"
+        layout = "video" if x_in.ndim == 5 else "frames"
         if self.rectifier is None:
             self.rectifier = Rectifier(
                 self.params, anchors=self.anchors, frames=self.frames, layout=layout
             )
-            clean = self._clean_like(sample, layout)
-            self.rectifier.capture_pivot_flow(sample, clean=clean, sigma=sigma)
+            clean = self._clean_like(x_in, layout)
+            self.rectifier.capture_pivot_flow(x_in, clean=clean, sigma=sigma)
         rect = self.rectifier
         self._check_timestep(rect, timestep, sample, i)
         if not rect.in_window(i, self.total):
             return original(model_output, timestep, sample, *a, **k)
-        v = rect.rectify_flow(model_output, x=sample, sigma=sigma, step=i, total_steps=self.total)
-        out = original(v, timestep, sample, *a, **k)
+        v = output if self.sign > 0 else -output
+        v = rect.rectify_flow(v, x=x_in, sigma=sigma, step=i, total_steps=self.total)
+        out = original(self._back(v if self.sign > 0 else -v), timestep, sample, *a, **k)
         if i == self.total - 1 and self.ends_short:  # land on the rectified clean estimate
-            out = self._land(out, (sample.float() - sigma * v.float()).to(sample.dtype))
+            out = self._land(out, self._back((x_in.float() - sigma * v.float()).to(sample.dtype)))
         return out
+
+    def _back(self, tensor: torch.Tensor) -> torch.Tensor:
+        """From ``[B, C, L, h, w]`` back to the layout ``step`` takes."""
+        return tensor if self.view is None else self.view.from_video(tensor)
 
     def _land(self, out: Any, landed: torch.Tensor) -> Any:
         """Replace the scheduler's next sample with the clean estimate (the last step)."""
@@ -235,6 +254,10 @@ class SchedulerHook:
             )
 
 
+#: The arguments of ``scheduler.step`` the hook reads, by name.
+STEP_ARGUMENTS = ("model_output", "timestep", "sample")
+
+
 @contextmanager
 def hooked_scheduler(hook: SchedulerHook) -> Iterator[SchedulerHook]:
     """Wrap ``set_timesteps`` and ``step`` of the hook's scheduler instance for one call."""
@@ -250,9 +273,26 @@ def hooked_scheduler(hook: SchedulerHook) -> Iterator[SchedulerHook]:
         hook.after_set_timesteps()
         return result
 
-    @functools.wraps(original_step)
-    def step(model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *a: Any, **k: Any):
-        return hook.step(original_step, model_output, timestep, sample, *a, **k)
+    signature = inspect.signature(original_step)
+    if list(signature.parameters)[:3] == list(STEP_ARGUMENTS):
+
+        @functools.wraps(original_step)
+        def step(model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *a, **k):
+            return hook.step(original_step, model_output, timestep, sample, *a, **k)
+
+    else:  # CogVideoXDPMScheduler: (model_output, old_pred_original_sample, timestep, ...)
+
+        @functools.wraps(original_step)
+        def step(*a: Any, **k: Any):
+            bound = signature.bind(*a, **k)  # by name: the positional order differs
+
+            def host(model_output: torch.Tensor, *_: Any, **__: Any) -> Any:
+                bound.arguments["model_output"] = model_output
+                return original_step(*bound.args, **bound.kwargs)
+
+            args = bound.arguments
+            rest = {name: v for name, v in args.items() if name not in STEP_ARGUMENTS}
+            return hook.step(host, *(args[name] for name in STEP_ARGUMENTS), **rest)
 
     s.set_timesteps, s.step = set_timesteps, step
     try:

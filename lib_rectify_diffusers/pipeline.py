@@ -12,6 +12,7 @@ import torch
 from lib_rectify import RectifyError, RectifyParams
 from lib_rectify.anchors import end_anchored_clean
 
+from . import models as vm
 from . import schedulers as sch
 from .hook import SchedulerHook, hooked_scheduler
 
@@ -20,7 +21,7 @@ PIPELINES = (
     "AnimateDiffPipeline",
     "AnimateDiffSDXLPipeline",
     "TextToVideoSDPipeline",
-    "WanPipeline",
+    *vm.MODELS,
 )
 
 
@@ -35,30 +36,11 @@ def as_params(params: RectifyParams | Mapping[str, Any] | None) -> RectifyParams
     raise RectifyError("params", type(params).__name__, "RectifyParams or a dict of its fields")
 
 
-def _is_wan(pipe: Any) -> bool:
-    return type(pipe).__name__ == "WanPipeline"
-
-
 def _spatial_scale(pipe: Any) -> int:
+    model = vm.model_for(pipe)
+    if model is not None:
+        return vm.spatial_scale(model, pipe)
     return getattr(pipe, "vae_scale_factor", None) or pipe.vae_scale_factor_spatial
-
-
-def _encode_wan(pipe: Any, pixels: torch.Tensor, frames: int) -> torch.Tensor:
-    """Wan's causal VAE: the picture held still over ``frames`` pictures, encoded once.
-
-    Latent frame 0 encodes picture 0 alone and each later one several pictures, so the
-    picture's own latent repeated is not a still video's latent (docs/flow-matching.md);
-    this is. Normalised as WanPipeline decodes: ``(z − latents_mean)/latents_std``.
-    Returns ``[1, C, T, h, w]``.
-    """
-    vae = pipe.vae
-    video = pixels[:, :, None].expand(-1, -1, frames, -1, -1)
-    with torch.no_grad():
-        latent = vae.encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
-    c = latent.shape[1]
-    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, c, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, c, 1, 1, 1)
-    return (latent.float().cpu() - mean) / std
 
 
 def encode_picture(
@@ -67,7 +49,10 @@ def encode_picture(
     """The picture's latent ``Z`` ``[1, C, h, w]``: one VAE encoding (its mean), scaled.
 
     The paper encodes the picture once and repeats it; the posterior mean keeps the
-    result independent of the random state.
+    result independent of the random state. For the transformer pipelines (Wan,
+    HunyuanVideo, LTX, Mochi, CogVideoX: causal VAEs) it is the picture held still over
+    ``frames`` pictures, encoded once and normalised as that pipeline decodes:
+    ``[1, C, T, h, w]`` (``models.encode_still_video``).
     """
     from diffusers.image_processor import VaeImageProcessor
 
@@ -76,8 +61,9 @@ def encode_picture(
     pixels = processor.preprocess(image, height=height, width=width)
     if pixels.shape[0] != 1:
         raise RectifyError("image", f"{pixels.shape[0]} images", "one picture")
-    if _is_wan(pipe):
-        return _encode_wan(pipe, pixels, frames or 1)
+    model = vm.model_for(pipe)
+    if model is not None:
+        return vm.encode_still_video(model, pipe, pixels, frames or 1)
     dtype = vae.dtype
     upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
     if upcast:
@@ -116,17 +102,25 @@ def start_latents(
     strength: float = 1.0,
     device: torch.device | str | None = None,
     sigma_start: float = 1.0,
+    schedule: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The paper's noising stage for ``scheduler``: ``Z`` noised to the first timestep.
 
     Returns what to pass as the pipeline's ``latents`` (divided by ``init_noise_sigma``,
     which the pipeline multiplies back) and the first step's schedule position.
     ``clean`` and ``noise`` are ``[B, C, L, h, w]``. A flow scheduler's schedule is first
-    rescaled to start at ``sigma_start``: ``x = (1 − σ₀)·Z + σ₀·n``.
+    rescaled to start at ``sigma_start``: ``x = (1 − σ₀)·Z + σ₀·n``. A VP schedule that
+    starts at ᾱ = 0 (zero terminal SNR, CogVideoX) starts, with ``sigma_start`` < 1, at its
+    first step whose noise level is at most ``sigma_start`` as a flow σ
+    (``schedulers.zero_snr_start``). ``schedule``: the keyword arguments the pipeline
+    gives ``set_timesteps`` (default ``num_inference_steps`` alone).
     """
     facts = sch.facts_for(scheduler)
     first = start_index(num_inference_steps, strength)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    if schedule is None:
+        scheduler.set_timesteps(num_inference_steps, device=device)
+    else:
+        scheduler.set_timesteps(device=device, **schedule)
     if facts.space == "flow":
         if first:
             raise RectifyError(
@@ -138,6 +132,8 @@ def start_latents(
         sigma = scheduler.sigmas[0].to(device=noise.device, dtype=torch.float32)
         x = (1 - sigma) * clean.to(torch.float32) + sigma * noise.to(torch.float32)
         return x.to(noise.dtype), first
+    if sigma_start < 1.0:
+        first = sch.zero_snr_start(scheduler, facts, first, sigma_start)
     t0 = scheduler.timesteps[first]
     abar = sch.alpha_cumprod(scheduler, facts, first, t0, noise.device)
     x = abar.sqrt() * clean.to(torch.float32) + (1 - abar).sqrt() * noise.to(torch.float32)
@@ -154,12 +150,15 @@ def _batch_size(prompt: Any, prompt_embeds: Any) -> int:
     return 1
 
 
-#: Per-prompt tensors a pipeline may be given instead of prompts (the SDXL one adds pooled).
+#: Per-prompt tensors a pipeline may be given instead of prompts (the SDXL one adds pooled;
+#: HunyuanVideo, LTX and Mochi take attention masks alongside their embeddings).
 EMBEDDINGS = (
     "prompt_embeds",
     "negative_prompt_embeds",
     "pooled_prompt_embeds",
     "negative_pooled_prompt_embeds",
+    "prompt_attention_mask",
+    "negative_prompt_attention_mask",
 )
 
 
@@ -254,16 +253,38 @@ def image_to_video(
         or num_inference_steps < 1
     ):
         raise RectifyError("num_inference_steps", num_inference_steps, "a whole number ≥ 1")
-    wan = _is_wan(pipe)
-    if not wan and not hasattr(pipe, "unet"):  # Hunyuan, LTX, Mochi, CogVideoX: not yet
+    model = vm.model_for(pipe)  # a transformer video pipeline (Wan, HunyuanVideo, ...)
+    if model is None and not hasattr(pipe, "unet"):
         raise RectifyError("pipe", name, "one of " + ", ".join(PIPELINES))
-    unet = pipe.transformer if wan else pipe.unet
+    scheduler = pipe.scheduler
+    if model is not None:
+        vm.check_scheduler(model, scheduler)
+        for field in vm.SCHEDULE_ARGUMENTS:
+            if pipe_kwargs.get(field) is not None:
+                raise RectifyError(
+                    field,
+                    "given",
+                    f"not given: the adapter starts from {name}'s own schedule "
+                    "(params.sigma_start sets where it starts)",
+                )
+    unet = pipe.transformer if model is not None else pipe.unet
     scale = _spatial_scale(pipe)
-    if wan:  # WanPipeline's own defaults (480×832); latent frames (F − 1)//4 + 1
-        defaults = inspect.signature(pipe.__call__).parameters
-        height = height or defaults["height"].default
-        width = width or defaults["width"].default
-        latent_frames = (num_frames - 1) // pipe.vae_scale_factor_temporal + 1
+    if model is not None:  # the pipeline's own defaults; latent frames (F − 1)//t + 1
+        default_height, default_width = vm.default_size(model, pipe)
+        height = height or default_height
+        width = width or default_width
+        latent_frames = vm.latent_frames(model, pipe, num_frames)
+        patch_t = getattr(unet.config, "patch_size_t", None)
+        if model.name == "CogVideoXPipeline" and patch_t and latent_frames % patch_t:
+            # CogVideoX 1.5 pads the latent frames at the front, then drops them
+            # (pipeline_cogvideox.py:682-687, 786): the picture's frame would be dropped.
+            raise RectifyError(
+                "num_frames",
+                num_frames,
+                f"a length whose latent frames ((num_frames − 1)//"
+                f"{getattr(pipe, model.temporal)} + 1) are a multiple of {patch_t} "
+                f"with {name} (patch_size_t {patch_t})",
+            )
     else:
         sample_size = unet.config.sample_size
         if isinstance(sample_size, (list, tuple)):
@@ -273,13 +294,13 @@ def image_to_video(
         latent_frames = num_frames
     device = getattr(pipe, "_execution_device", unet.device)
     dtype = unet.dtype
-    still_video = None  # Wan: the still video's own latent frames [1, C, T, h, w]
+    still_video = None  # transformer pipelines: the still video's latent frames [1, C, T, h, w]
 
     if reference_latent is None:
         if image is None:
             raise RectifyError("image", None, "a picture (PIL image, array or tensor)")
         encoded = encode_picture(pipe, image, height, width, frames=num_frames)
-        if wan:
+        if model is not None:
             still_video, reference_latent = encoded, encoded[:, :, 0]
         else:
             reference_latent = encoded
@@ -292,7 +313,18 @@ def image_to_video(
             tuple(reference_latent.shape),
             f"[1, {', '.join(map(str, expected))}]",
         )
-    if wan and (end_image is not None or end_latent is not None) and params.end_anchor:
+    if still_video is not None and still_video.shape[2] != latent_frames:
+        raise RectifyError(
+            "num_frames",
+            num_frames,
+            f"a length {name}'s VAE encodes into {latent_frames} latent frames "
+            f"(it gave {still_video.shape[2]})",
+        )
+    if (
+        model is not None
+        and (end_image is not None or end_latent is not None)
+        and params.end_anchor
+    ):
         raise RectifyError("end_image", "given", f"None with {name} (two anchors: not yet)")
     pipe_kwargs = dict(pipe_kwargs)
     prompt = repeat_per_prompt(prompt, pipe_kwargs, num_videos_per_prompt)
@@ -321,7 +353,7 @@ def image_to_video(
     elif tuple(noise.shape) != tuple(clean.shape):
         raise RectifyError("noise", tuple(noise.shape), f"{tuple(clean.shape)} ([B, C, L, h, w])")
 
-    scheduler = pipe.scheduler
+    facts = sch.facts_for(scheduler)
     latents, first = start_latents(
         scheduler,
         clean,
@@ -330,7 +362,18 @@ def image_to_video(
         strength=strength,
         device=device,
         sigma_start=params.sigma_start if params.active else 1.0,
+        schedule=None
+        if model is None
+        else model.schedule(
+            pipe, num_inference_steps, latent_frames, height // scale, width // scale
+        ),
     )
+    if params.active and facts.space != "flow":  # a start at ᾱ = 0 keeps nothing: refused
+        sch.zero_snr_start(scheduler, facts, first, params.sigma_start)
+    view = None
+    if model is not None:
+        latents = vm.to_pipeline(model, pipe, latents)
+        view = vm.latent_view(model, pipe, tuple(clean.shape))
     call = dict(
         prompt=prompt,
         num_frames=num_frames,
@@ -346,7 +389,9 @@ def image_to_video(
         unknown = [k for k in call if k not in accepted]
         if unknown:
             raise RectifyError(unknown[0], call[unknown[0]], f"not an argument of {name}")
-    hook = SchedulerHook(scheduler, params, clean=clean, start_index=first, anchors=anchors)
+    hook = SchedulerHook(
+        scheduler, params, clean=clean, start_index=first, anchors=anchors, view=view
+    )
     if not params.active and first == 0:
         result = pipe(**call)  # exactly the stock pipeline from the same latents
     else:

@@ -16,6 +16,7 @@ schedulers are refused rather than guessed at.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,16 @@ SCHEDULERS: dict[str, SchedulerFacts] = {
     "EulerAncestralDiscreteScheduler": SchedulerFacts("ve", "sigmas", "always"),
     "LMSDiscreteScheduler": SchedulerFacts("ve", "sigmas", "never"),
     "FlowMatchEulerDiscreteScheduler": SchedulerFacts("flow", "sigmas", "never"),
+    # CogVideoX's: DDIM-like updates indexed by the integer timestep, the target being
+    # t − 1000//N (scheduling_ddim_cogvideox.py:380-392). Its DDIM takes `eta` but never adds
+    # noise; its DPM (SDE-DPM-Solver++ 2M) adds fresh noise every step
+    # (scheduling_dpm_cogvideox.py:494-514) and takes (model_output, old_pred_original_sample,
+    # timestep, timestep_back, sample) positionally (the hook binds them by name).
+    "CogVideoXDDIMScheduler": SchedulerFacts("vp", "alphas", "never"),
+    "CogVideoXDPMScheduler": SchedulerFacts("vp", "alphas", "always"),
 }
+#: Schedulers whose last step targets ``final_alpha_cumprod`` (1 with ``set_alpha_to_one``).
+FINAL_ALPHA = ("DDIMScheduler", "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler")
 #: UniPC with ``use_flow_sigmas=True, prediction_type="flow_prediction"`` (Wan's own config).
 UNIPC_FLOW = SchedulerFacts("flow", "sigmas", "never")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -75,8 +85,6 @@ def facts_for(scheduler: Any) -> SchedulerFacts:
     if facts.space == "flow":
         if config.get("stochastic_sampling", False):
             raise RectifyError("scheduler stochastic_sampling", True, "False")
-        if config.get("invert_sigmas", False):
-            raise RectifyError("scheduler invert_sigmas", True, "False (Mochi's form)")
         return facts
     prediction = config.get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
@@ -137,8 +145,10 @@ def ends_short_of_clean(scheduler: Any, facts: SchedulerFacts) -> bool:
     ``final_sigmas_type="sigma_min"`` stop at σ_min. LCM and DDPM return the clean
     estimate on their last step.
     """
-    if type(scheduler).__name__ == "DDIMScheduler":
+    if type(scheduler).__name__ in FINAL_ALPHA:
         return float(scheduler.final_alpha_cumprod) < 1.0
+    if facts.space == "flow" and inverted(scheduler):
+        return float(scheduler.sigmas[-1]) < 1.0  # the table holds 1 − σ
     if facts.level == "sigmas":
         return float(scheduler.sigmas[-1]) > 0.0
     return False
@@ -175,19 +185,40 @@ def eps_to_output(
     return (x - (1 - abar).sqrt() * eps) / abar.sqrt()
 
 
+def inverted(scheduler: Any) -> bool:
+    """A FlowMatchEuler table that holds ``1 − σ`` (``invert_sigmas=True``, Mochi's config).
+
+    Its step is ``x + (table[i+1] − table[i])·output`` = ``x − (σ_next − σ)·output``, so the
+    model output it integrates is ``x0 − n``, minus the flow velocity
+    (docs/diffusers-video-pipelines.md §6).
+    """
+    return bool(scheduler.config.get("invert_sigmas", False))
+
+
+def flow_sign(scheduler: Any) -> float:
+    """+1 when the scheduler integrates the velocity ``v = n − x0``, −1 when ``x0 − n``."""
+    return -1.0 if inverted(scheduler) else 1.0
+
+
 def rescale_flow_schedule(scheduler: Any, sigma_start: float) -> None:
     """Make a flow scheduler's fresh schedule start at ``sigma_start`` instead of 1.
 
     Right after ``set_timesteps``: every σ is multiplied by ``sigma_start`` (the final 0
-    stays 0), and ``timesteps`` are σ·``num_train_timesteps`` again, in the dtype and on
-    the device the scheduler keeps them (float32 for FlowMatchEuler, int64 for UniPC). The
-    step and begin indices and UniPC's history were just reset by ``set_timesteps``, and
-    the number of steps is unchanged (docs/diffusers-video-pipelines.md).
+    stays 0; an ``invert_sigmas`` table, which holds 1 − σ, is mapped the same way in σ and
+    its final 1 stays 1), and ``timesteps`` are the table·``num_train_timesteps`` again, in
+    the dtype and on the device the scheduler keeps them (float32 for FlowMatchEuler, int64
+    for UniPC). The step and begin indices and UniPC's history were just reset by
+    ``set_timesteps``, and the number of steps is unchanged
+    (docs/diffusers-video-pipelines.md).
     """
     if float(sigma_start) == 1.0:
         return
     sigmas = scheduler.sigmas
-    new = (sigmas.to(torch.float64) * float(sigma_start)).to(sigmas.dtype)
+    table = sigmas.to(torch.float64)
+    if inverted(scheduler):
+        new = (1.0 - (1.0 - table) * float(sigma_start)).to(sigmas.dtype)
+    else:
+        new = (table * float(sigma_start)).to(sigmas.dtype)
     t = (new[:-1].to(torch.float64) * scheduler.config.num_train_timesteps).to(
         scheduler.timesteps.dtype
     )
@@ -196,6 +227,63 @@ def rescale_flow_schedule(scheduler: Any, sigma_start: float) -> None:
 
 
 def step_sigmas(scheduler: Any, start_index: int, count: int, device: torch.device) -> torch.Tensor:
-    """σ of each step a flow pipeline will run, float32 on ``device`` (copied asynchronously)."""
+    """σ of each step a flow pipeline will run, float32 on ``device`` (copied asynchronously).
+
+    An ``invert_sigmas`` table holds 1 − σ: σ is read back from it."""
     values = scheduler.sigmas.detach()[start_index : start_index + count].to(torch.float32)
+    if inverted(scheduler):
+        values = 1.0 - values
     return values.to(device, non_blocking=True)
+
+
+def flow_equivalent_sigma(abar: float) -> float:
+    """The flow σ with the same signal-to-noise ratio as a VP sample at ᾱ.
+
+    ``√ᾱ·Z + √(1−ᾱ)·n`` divided by ``√ᾱ + √(1−ᾱ)`` is the flow sample ``(1−σ)·Z + σ·n`` at
+    ``σ = √(1−ᾱ)/(√ᾱ + √(1−ᾱ))``: ᾱ = 0 is σ = 1 (pure noise), ᾱ = 1 is σ = 0.
+    """
+    a, b = math.sqrt(max(abar, 0.0)), math.sqrt(max(1.0 - abar, 0.0))
+    return b / (a + b)
+
+
+def zero_snr_start(scheduler: Any, facts: SchedulerFacts, first: int, sigma_start: float) -> int:
+    """Where a VP schedule that starts at ᾱ = 0 (zero terminal SNR: CogVideoX) must start.
+
+    At ᾱ = 0 the sample is the noise alone and nothing of the picture can be kept (the flow
+    σ = 1 case, docs/flow-matching.md). Returns the first schedule position at or after
+    ``first`` whose noise level, as the flow σ of the same SNR, is at most ``sigma_start``
+    (``first`` itself when its ᾱ is above 0). Read on the host once, before sampling.
+    """
+    if facts.level != "alphas" or not scheduler.config.get("rescale_betas_zero_snr", False):
+        return first  # ᾱ > 0 everywhere (σ tables never reach σ = ∞ in diffusers): no read
+    timesteps = scheduler.timesteps
+    total = len(timesteps)
+
+    def abar_at(i: int) -> float:  # host reads, once per call of the pipeline
+        if facts.level == "sigmas":
+            sigma = float(scheduler.sigmas[i])
+            return 1.0 / (1.0 + sigma * sigma)
+        return float(scheduler.alphas_cumprod[int(timesteps[i])])
+
+    if abar_at(first) > 0.0:
+        return first
+    name = type(scheduler).__name__
+    if float(sigma_start) >= 1.0:
+        raise RectifyError(
+            "sigma_start",
+            sigma_start,
+            f"below 1 with {name}: its schedule starts at ᾱ = 0 (zero terminal SNR), pure "
+            "noise, where nothing of the picture is left",
+        )
+    levels = []
+    for i in range(first, total):
+        level = flow_equivalent_sigma(abar_at(i))
+        levels.append(level)
+        if level <= float(sigma_start) + 1e-9:
+            return i
+    raise RectifyError(
+        "sigma_start",
+        sigma_start,
+        f"at least {min(levels):.4g}, the lowest noise level of the {total}-step schedule of "
+        f"{name} (as a flow σ)",
+    )

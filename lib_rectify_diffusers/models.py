@@ -1,0 +1,193 @@
+"""The transformer video pipelines the adapter serves, as diffusers 0.42.1 writes them.
+
+Each differs from the UNet pipelines (and from the others) in where its latents live and
+how it reads them (docs/diffusers-video-pipelines.md, file:line there):
+
+* the VAE factors (attribute names differ) and the latent frames ``(F − 1)//t + 1``;
+* the picture's latent: a still video (the picture held over every frame) through the
+  pipeline's own VAE and its own normalisation (mean/std, scaling factor), since every one
+  of these VAEs is causal in time;
+* the layout ``scheduler.step`` sees: ``[B, C, T, h, w]`` (Wan, HunyuanVideo, Mochi), LTX's
+  packed tokens ``[B, T·h·w, C]``, CogVideoX's frames-first ``[B, T, C, h, w]``;
+* the ``set_timesteps`` call the pipeline makes (its sigmas, LTX's ``mu``), so that the
+  start latents sit exactly at the first σ the pipeline will use.
+
+``VideoModel`` holds those facts; :func:`model_for` finds a pipeline's.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lib_rectify import RectifyError
+
+from . import schedulers as sch
+
+
+@dataclass(frozen=True)
+class VideoModel:
+    """What the adapter must know of one transformer video pipeline class."""
+
+    name: str
+    spatial: str  # the pipeline's attribute holding the VAE's spatial factor
+    temporal: str  # ... and its temporal factor
+    schedulers: tuple[str, ...]  # scheduler classes served (UniPC: its flow mode)
+    space: str  # what the model predicts: "flow" (a velocity) or "vp" (CogVideoX's v)
+    layout: str  # what step sees: "video" [B,C,T,h,w], "tokens" (LTX), "frames-first"
+    normalise: Callable[[Any, torch.Tensor], torch.Tensor]  # raw VAE latent -> sampling space
+    schedule: Callable[[Any, int, int, int, int], dict]  # the pipeline's set_timesteps kwargs
+
+
+# ---------------------------------------------------------------- picture -> sampling space
+def _per_channel(values: Any, c: int) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float32).reshape(-1)[:c].view(1, c, 1, 1, 1).cpu()
+
+
+def _normalise_wan(pipe: Any, z: torch.Tensor) -> torch.Tensor:
+    """``(z − latents_mean)/latents_std`` (pipeline_wan.py decodes ``z·std + mean``)."""
+    c, config = z.shape[1], pipe.vae.config
+    return (z - _per_channel(config.latents_mean, c)) / _per_channel(config.latents_std, c)
+
+
+def _normalise_hunyuan(pipe: Any, z: torch.Tensor) -> torch.Tensor:
+    """``z·scaling_factor`` (pipeline_hunyuan_video.py:726 decodes ``z/scaling_factor``)."""
+    return z * float(pipe.vae.config.scaling_factor)
+
+
+# ---------------------------------------------------------------- the pipelines' schedules
+def _plain(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
+    return {"num_inference_steps": steps}
+
+
+def _hunyuan_schedule(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
+    """pipeline_hunyuan_video.py:635-642."""
+    return {"sigmas": np.linspace(1.0, 0.0, steps + 1)[:-1]}
+
+
+FLOW_EULER = "FlowMatchEulerDiscreteScheduler"
+
+#: Pipeline class name -> facts (diffusers 0.42.1).
+MODELS: dict[str, VideoModel] = {
+    "WanPipeline": VideoModel(
+        "WanPipeline",
+        "vae_scale_factor_spatial",
+        "vae_scale_factor_temporal",
+        (FLOW_EULER, "UniPCMultistepScheduler"),
+        "flow",
+        "video",
+        _normalise_wan,
+        _plain,
+    ),
+    "HunyuanVideoPipeline": VideoModel(
+        "HunyuanVideoPipeline",
+        "vae_scale_factor_spatial",
+        "vae_scale_factor_temporal",
+        (FLOW_EULER,),
+        "flow",
+        "video",
+        _normalise_hunyuan,
+        _hunyuan_schedule,
+    ),
+}
+
+#: Arguments of these pipelines that would replace the schedule the adapter starts from.
+SCHEDULE_ARGUMENTS = ("sigmas", "timesteps")
+
+
+def model_for(pipe: Any) -> VideoModel | None:
+    """The facts of ``pipe``'s class (a transformer video pipeline), or None (a UNet one)."""
+    return MODELS.get(type(pipe).__name__)
+
+
+def check_scheduler(model: VideoModel, scheduler: Any) -> None:
+    """Refuse a scheduler the pipeline's model was not checked with, naming the allowed ones."""
+    name = type(scheduler).__name__
+    allowed = f"one of {', '.join(model.schedulers)} with {model.name}"
+    if name not in model.schedulers:
+        raise RectifyError("scheduler", name, allowed)
+    if sch.facts_for(scheduler).space != model.space:  # UniPC outside its flow mode
+        flow = "in flow mode (use_flow_sigmas, flow_prediction)" if model.space == "flow" else ""
+        raise RectifyError("scheduler", name, f"{allowed}, {flow}".rstrip(", "))
+
+
+def spatial_scale(model: VideoModel, pipe: Any) -> int:
+    return int(getattr(pipe, model.spatial))
+
+
+def latent_frames(model: VideoModel, pipe: Any, num_frames: int) -> int:
+    """Latent frames of a ``num_frames`` video, as the pipeline's ``prepare_latents`` counts."""
+    return (num_frames - 1) // int(getattr(pipe, model.temporal)) + 1
+
+
+def default_size(model: VideoModel, pipe: Any) -> tuple[int, int]:
+    """The pipeline's own default height and width (its signature, else what it computes)."""
+    defaults = inspect.signature(pipe.__call__).parameters
+    size = []
+    for name in ("height", "width"):
+        value = defaults[name].default if name in defaults else None
+        if value is None or value is inspect.Parameter.empty:
+            value = getattr(pipe, f"default_{name}", None)
+        if value is None:  # CogVideoX: sample size × the VAE's factor (pipeline_cogvideox.py:621)
+            value = getattr(pipe.transformer.config, f"sample_{name}") * spatial_scale(model, pipe)
+        size.append(int(value))
+    return size[0], size[1]
+
+
+def encode_still_video(model: VideoModel, pipe: Any, pixels: torch.Tensor, frames: int):
+    """The picture held still over ``frames`` pictures, encoded once (posterior mode) and
+    normalised as the pipeline decodes: ``[1, C, T, h, w]``, float32 on the CPU.
+
+    These VAEs are causal in time (each later latent frame encodes several pictures, and
+    HunyuanVideo's and CogVideoX's normalise over time), so the picture's own latent
+    repeated is not a still video's latent; this is.
+    """
+    vae = pipe.vae
+    video = pixels[:, :, None].expand(-1, -1, frames, -1, -1)
+    with torch.no_grad():
+        posterior = vae.encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        z = posterior.mode().float().cpu()
+    return model.normalise(pipe, z)
+
+
+def to_pipeline(model: VideoModel, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """``[B, C, T, h, w]`` as the pipeline takes its ``latents`` (and step sees them)."""
+    if model.layout == "tokens":
+        return pipe._pack_latents(
+            latents, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        )
+    if model.layout == "frames-first":
+        return latents.permute(0, 2, 1, 3, 4).contiguous()
+    return latents
+
+
+@dataclass(frozen=True)
+class LatentView:
+    """Between the layout ``scheduler.step`` sees and the core's ``[B, C, T, h, w]``."""
+
+    to_video: Callable[[torch.Tensor], torch.Tensor]
+    from_video: Callable[[torch.Tensor], torch.Tensor]
+
+
+def latent_view(model: VideoModel, pipe: Any, shape: tuple[int, ...]) -> LatentView | None:
+    """The view for latents of ``shape`` ``[B, C, T, h, w]``; None when step sees that layout.
+
+    Reshapes and permutes only (LTX: the pipeline's own static ``_unpack_latents`` /
+    ``_pack_latents``): nothing is read back to the host.
+    """
+    if model.layout == "tokens":
+        _, _, t, h, w = shape
+        p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        unpack, pack = pipe._unpack_latents, pipe._pack_latents
+        return LatentView(
+            lambda x: unpack(x, t // pt, h // p, w // p, p, pt),
+            lambda x: pack(x, p, pt),
+        )
+    if model.layout == "frames-first":
+        return LatentView(lambda x: x.transpose(1, 2), lambda x: x.transpose(1, 2))
+    return None
