@@ -60,6 +60,18 @@ def _normalise_hunyuan(pipe: Any, z: torch.Tensor) -> torch.Tensor:
     return z * float(pipe.vae.config.scaling_factor)
 
 
+def _normalise_ltx(pipe: Any, z: torch.Tensor) -> torch.Tensor:
+    """LTX's own ``_normalize_latents`` with the VAE's ``latents_mean``/``latents_std`` buffers
+    (pipeline_ltx.py:455-463; decoded by ``_denormalize_latents``, 817-827)."""
+    vae = pipe.vae
+    return pipe._normalize_latents(
+        z,
+        vae.latents_mean.detach().float().cpu(),
+        vae.latents_std.detach().float().cpu(),
+        float(vae.config.scaling_factor),
+    )
+
+
 # ---------------------------------------------------------------- the pipelines' schedules
 def _plain(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
     return {"num_inference_steps": steps}
@@ -68,6 +80,22 @@ def _plain(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
 def _hunyuan_schedule(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
     """pipeline_hunyuan_video.py:635-642."""
     return {"sigmas": np.linspace(1.0, 0.0, steps + 1)[:-1]}
+
+
+def _ltx_schedule(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
+    """pipeline_ltx.py:725-745: linear sigmas and ``mu`` from the latent sequence length."""
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+    config = pipe.scheduler.config
+    tokens = frames * height * width
+    mu = calculate_shift(
+        tokens,
+        config.get("base_image_seq_len", 256),
+        config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.5),
+        config.get("max_shift", 1.15),
+    )
+    return {"sigmas": np.linspace(1.0, 1 / steps, steps), "mu": mu}
 
 
 FLOW_EULER = "FlowMatchEulerDiscreteScheduler"
@@ -93,6 +121,16 @@ MODELS: dict[str, VideoModel] = {
         "video",
         _normalise_hunyuan,
         _hunyuan_schedule,
+    ),
+    "LTXPipeline": VideoModel(
+        "LTXPipeline",
+        "vae_spatial_compression_ratio",
+        "vae_temporal_compression_ratio",
+        (FLOW_EULER,),
+        "flow",
+        "tokens",
+        _normalise_ltx,
+        _ltx_schedule,
     ),
 }
 
