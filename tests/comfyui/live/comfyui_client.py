@@ -3,11 +3,17 @@
 ``POST /prompt`` (API-format workflow) → ``prompt_id``, or HTTP 400 with ``node_errors``;
 ``GET /history/<id>`` until the prompt has a status; ``GET /view`` for output files;
 ``POST /upload/image`` for the picture; ``POST /free`` to drop ComfyUI's node cache (it
-re-runs nothing of an identical prompt otherwise). ComfyUI v0.12.1, server.py.
+re-runs nothing of an identical prompt otherwise); ``GET /models/<folder>`` for the files a
+loader lists. ComfyUI v0.12.1, server.py.
+
+``wan_workflow`` builds ComfyUI's native Wan text-to-video graph for the random Wan files
+and the test-only conditioning node of tools/SETUP.md ("Wan 2.1"), with a splice point for
+nodes between the model and the sampler.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import struct
@@ -16,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +58,15 @@ class ComfyUI:
 
     def object_info(self, node: str) -> dict:
         return json.loads(self._request(f"/object_info/{node}"))[node]
+
+    def logs(self) -> str:
+        """The server's recent log lines (``GET /internal/logs``, a frontend route: the
+        last 300 records, app/logger.py)."""
+        return json.loads(self._request("/internal/logs"))
+
+    def models(self, folder: str) -> list[str]:
+        """The files ComfyUI lists in a model folder (``diffusion_models``, ``vae``, …)."""
+        return json.loads(self._request(f"/models/{folder}"))
 
     def upload_png(self, png: bytes, name: str) -> str:
         boundary = uuid.uuid4().hex
@@ -116,9 +132,16 @@ class ComfyUI:
 
     def run(self, workflow: dict, *, fresh: bool = True) -> dict[str, np.ndarray]:
         """Queue, wait, and return every saved latent by its node id."""
+        return self.saved_latents(self.run_entry(workflow, fresh=fresh))
+
+    def run_entry(self, workflow: dict, *, fresh: bool = True) -> dict:
+        """Queue, wait, and return the prompt's /history entry (its ``outputs`` by node id)."""
         if fresh:
             self.free()
-        entry = self.wait(self.queue(workflow))
+        return self.wait(self.queue(workflow))
+
+    def saved_latents(self, entry: dict) -> dict[str, np.ndarray]:
+        """Every latent a SaveLatent node of a /history entry wrote, by node id."""
         latents: dict[str, np.ndarray] = {}
         for node_id, output in entry.get("outputs", {}).items():
             for item in output.get("latents", []):
@@ -159,3 +182,206 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, format="PNG")
     return out.getvalue()
+
+
+# ------------------------------------------------------------------ Wan (tools/SETUP.md)
+# The random files of make_random_comfyui_models.py --wan / --wan22.
+WAN21_T2V = "random-wan2.1-t2v.safetensors"
+WAN21_VAE = "random-wan2.1-vae.safetensors"
+WAN22_TI2V_5B = "random-wan2.2-ti2v-5b.safetensors"
+WAN22_VAE = "random-wan2.2-vae.safetensors"
+# Node ids of wan_workflow's graph; a splice adds its own from "20" up.
+WAN_NODES = {
+    "unet": "1",  # UNETLoader -> MODEL
+    "shift": "2",  # ModelSamplingSD3 -> MODEL (absent with shift=None)
+    "vae": "3",  # VAELoader -> VAE
+    "text": "4",  # NRTestWanConditioning -> positive, negative
+    "zero": "6",  # ConditioningZeroOut (negative="zero")
+    "latent": "5",  # EmptyHunyuanLatentVideo / Wan22ImageToVideoLatent -> LATENT
+    "sampler": "10",  # KSampler
+    "save_latent": "11",  # SaveLatent of the sampled latent
+    "decode": "12",  # VAEDecode
+    "video": "13",  # CreateVideo
+    "save_video": "14",  # SaveVideo
+    "info": "15",  # NRTestModelInfo on the sampler's model (info=True)
+}
+
+Link = list  # [node id, output index]
+Splice = Callable[[dict, Link, Link], tuple[Link, Link]]
+
+
+def wan_workflow(
+    *,
+    unet: str = WAN21_T2V,
+    vae: str = WAN21_VAE,
+    sampler_name: str = "uni_pc",
+    scheduler: str = "simple",
+    steps: int = 4,
+    cfg: float = 6.0,
+    seed: int = 0,
+    frames: int = 9,
+    width: int = 32,
+    height: int = 32,
+    shift: float | None = 8.0,
+    denoise: float = 1.0,
+    text_seed: int = 0,
+    tokens: int = 16,
+    negative: str = "random",
+    latent: str = "EmptyHunyuanLatentVideo",
+    splice: Splice | None = None,
+    decode: bool = True,
+    info: bool = False,
+    prefix: str = "nr_live/wan",
+) -> dict:
+    """ComfyUI's native Wan text-to-video graph (API format), wired as ComfyUI's own template
+    ``text_to_video_wan`` (comfyui-workflow-templates-media-video 0.3.43: uni_pc / simple,
+    cfg 6, shift 8, CreateVideo at 16 fps), at test size and steps:
+    UNETLoader -> ModelSamplingSD3 (``shift``; None leaves the model's own, 8.0 for Wan) ->
+    KSampler on an EmptyHunyuanLatentVideo of ``frames`` frames (``[1, 16, (frames - 1) // 4
+    + 1, height / 8, width / 8]``; ``latent="Wan22ImageToVideoLatent"`` for the 48-channel
+    Wan 2.2 5B, /16) -> SaveLatent (node "11") and VAEDecode -> CreateVideo -> SaveVideo
+    (node "14", ``decode``). The text conditioning is the test node NRTestWanConditioning
+    (``text_seed``, ``tokens``; ``[1, 512, 4096]``): its second output is the negative, or
+    ``negative="zero"`` puts ComfyUI's ConditioningZeroOut of the positive there.
+
+    ``splice(wf, model, latent) -> (model, latent)``: called with the workflow so far, the
+    MODEL link that would feed the sampler (ModelSamplingSD3's, or UNETLoader's) and the
+    LATENT link (the empty latent's); it adds its nodes (ids from "20" up; the VAE is
+    ``[WAN_NODES["vae"], 0]``) and returns the MODEL and LATENT links the KSampler takes.
+    ``info`` adds NRTestModelInfo on the sampler's MODEL (node "15")."""
+    ids = WAN_NODES
+    wf: dict = {
+        ids["unet"]: {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": unet, "weight_dtype": "default"},
+        },
+        ids["vae"]: {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
+        ids["text"]: {
+            "class_type": "NRTestWanConditioning",
+            "inputs": {"seed": text_seed, "length": 512, "tokens": tokens, "width": 4096},
+        },
+    }
+    model: Link = [ids["unet"], 0]
+    if shift is not None:
+        wf[ids["shift"]] = {
+            "class_type": "ModelSamplingSD3",
+            "inputs": {"model": model, "shift": shift},
+        }
+        model = [ids["shift"], 0]
+    size = {"width": width, "height": height, "length": frames, "batch_size": 1}
+    if latent == "EmptyHunyuanLatentVideo":
+        wf[ids["latent"]] = {"class_type": latent, "inputs": size}
+    elif latent == "Wan22ImageToVideoLatent":
+        wf[ids["latent"]] = {"class_type": latent, "inputs": {"vae": [ids["vae"], 0], **size}}
+    else:
+        raise ValueError(f"latent = {latent!r}: EmptyHunyuanLatentVideo or Wan22ImageToVideoLatent")
+    latent_link: Link = [ids["latent"], 0]
+    if negative == "zero":
+        wf[ids["zero"]] = {
+            "class_type": "ConditioningZeroOut",
+            "inputs": {"conditioning": [ids["text"], 0]},
+        }
+        negative_link: Link = [ids["zero"], 0]
+    elif negative == "random":
+        negative_link = [ids["text"], 1]
+    else:
+        raise ValueError(f"negative = {negative!r}: random or zero")
+    if splice is not None:
+        model, latent_link = splice(wf, model, latent_link)
+    wf[ids["sampler"]] = {
+        "class_type": "KSampler",
+        "inputs": {
+            "model": model,
+            "seed": seed,
+            "steps": steps,
+            "cfg": cfg,
+            "sampler_name": sampler_name,
+            "scheduler": scheduler,
+            "positive": [ids["text"], 0],
+            "negative": negative_link,
+            "latent_image": latent_link,
+            "denoise": denoise,
+        },
+    }
+    wf[ids["save_latent"]] = {
+        "class_type": "SaveLatent",
+        "inputs": {"samples": [ids["sampler"], 0], "filename_prefix": prefix},
+    }
+    if decode:
+        wf[ids["decode"]] = {
+            "class_type": "VAEDecode",
+            "inputs": {"samples": [ids["sampler"], 0], "vae": [ids["vae"], 0]},
+        }
+        wf[ids["video"]] = {
+            "class_type": "CreateVideo",
+            "inputs": {"images": [ids["decode"], 0], "fps": 16.0},
+        }
+        wf[ids["save_video"]] = {
+            "class_type": "SaveVideo",
+            "inputs": {
+                "video": [ids["video"], 0],
+                "filename_prefix": f"video/{prefix.replace('/', '_')}",
+                "format": "auto",
+                "codec": "auto",
+            },
+        }
+    if info:
+        wf[ids["info"]] = {"class_type": "NRTestModelInfo", "inputs": {"model": model}}
+    return wf
+
+
+def model_info(entry: dict) -> dict:
+    """NRTestModelInfo's JSON from a /history entry of a ``wan_workflow(info=True)`` prompt."""
+    (text,) = entry["outputs"][WAN_NODES["info"]]["text"]
+    return json.loads(text)
+
+
+# The real Wan files of ComfyUI's examples and templates -> the random ones.
+WAN_STAND_INS = {
+    "wan2.1_t2v_1.3B_fp16.safetensors": WAN21_T2V,
+    "wan_2.1_vae.safetensors": WAN21_VAE,
+    "wan2.2_ti2v_5B_fp16.safetensors": WAN22_TI2V_5B,
+    "wan2.2_vae.safetensors": WAN22_VAE,
+}
+
+
+def wan_on_test_host(workflow: dict) -> dict:
+    """A copy of a Wan workflow (UNETLoader, VAELoader, CLIPLoader of type ``wan`` and its
+    CLIPTextEncode nodes) for the test host of tools/SETUP.md section 9, which has no text
+    encoder: the random files stand in for the real ones (``WAN_STAND_INS``), each
+    CLIPTextEncode on such a loader becomes, under the same node id, an NRTestWanConditioning
+    (its output 0 is a CONDITIONING, seeded by the node's place: 0, 1, …), and the loader
+    goes. Links elsewhere are left as they are."""
+    wf = copy.deepcopy(workflow)
+    loaders = {
+        k
+        for k, n in wf.items()
+        if n["class_type"] == "CLIPLoader" and n["inputs"].get("type") == "wan"
+    }
+    encoders = sorted(
+        (
+            k
+            for k, n in wf.items()
+            if n["class_type"] == "CLIPTextEncode"
+            and (n["inputs"].get("clip") or [None])[0] in loaders
+        ),
+        key=lambda k: (len(k), k),
+    )
+    for seed, k in enumerate(encoders):
+        wf[k] = {
+            "class_type": "NRTestWanConditioning",
+            "inputs": {"seed": seed, "length": 512, "tokens": 16, "width": 4096},
+        }
+    for k in loaders:
+        used = any(
+            isinstance(v, list) and v and v[0] == k
+            for n in wf.values()
+            for v in n["inputs"].values()
+        )
+        if not used:
+            del wf[k]
+    for n in wf.values():
+        for key in ("unet_name", "vae_name"):
+            if key in n["inputs"]:
+                n["inputs"][key] = WAN_STAND_INS.get(n["inputs"][key], n["inputs"][key])
+    return wf

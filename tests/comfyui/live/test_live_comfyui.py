@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from comfyui_client import ComfyUI, PromptFailed, PromptRefused, png_bytes
+from comfyui_client import ComfyUI, PromptFailed, PromptRefused, png_bytes, wan_on_test_host
 
 ROOT = Path(__file__).resolve().parents[3]
 CKPT = "random-sd15.safetensors"
@@ -575,18 +575,27 @@ STAND_INS = {
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_workflow_validates_runs_and_saves_a_video(comfyui, pictures, path):
     """workflows/*.json as they are, but for the model files (the random ones), the pictures
-    (uploaded), the size (64 px), the frames (8) and the steps (2): the server accepts the
-    prompt, runs it, and its SaveVideo gives an MP4 of the frames."""
+    (uploaded), the size (64 px), the frames (8; 9 for Wan) and the steps (2): the server
+    accepts the prompt, runs it, and its SaveVideo gives an MP4 of the frames. Wan examples
+    take the test conditioning node for their text encoder (``wan_on_test_host``)."""
     import json
 
     wf = json.loads(path.read_text())
     checkpoints = comfyui.object_info("CheckpointLoaderSimple")["input"]["required"]
     motion = comfyui.object_info("ADE_LoadAnimateDiffModel")["input"]["required"]
     listed = set(checkpoints["ckpt_name"][0]) | set(motion["model_name"][0])
+    wan = any(node["class_type"] == "UNETLoader" for node in wf.values())
+    if wan:  # Wan: the random files and the test conditioning of SETUP.md section 9
+        try:
+            comfyui.object_info("NRTestWanConditioning")
+        except KeyError:
+            pytest.skip("no NRTestWanConditioning node on the server (SETUP.md section 9)")
+        wf = wan_on_test_host(wf)
+        listed |= set(comfyui.models("diffusion_models")) | set(comfyui.models("vae"))
     images = iter(pictures)
     for node in wf.values():
         inputs = node["inputs"]
-        for key in ("ckpt_name", "model_name"):
+        for key in ("ckpt_name", "model_name", "unet_name", "vae_name"):
             if key in inputs:
                 inputs[key] = STAND_INS.get(inputs[key], inputs[key])
                 if inputs[key] not in listed:
@@ -596,7 +605,7 @@ def test_every_example_workflow_validates_runs_and_saves_a_video(comfyui, pictur
         if node["class_type"] == "ImageScale":
             inputs["width"] = inputs["height"] = SIZE
         if node["class_type"] == "NoiseRectification":
-            inputs["frames"] = FRAMES
+            inputs["frames"] = FRAMES + 1 if wan else FRAMES  # Wan: 4k + 1 frames
         if node["class_type"] == "KSampler":
             inputs["steps"] = 2
     comfyui.free()
