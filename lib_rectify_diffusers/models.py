@@ -42,6 +42,7 @@ class VideoModel:
     layout: str  # what step sees: "video" [B,C,T,h,w], "tokens" (LTX), "frames-first"
     normalise: Callable[[Any, torch.Tensor], torch.Tensor]  # raw VAE latent -> sampling space
     schedule: Callable[[Any, int, int, int, int], dict]  # the pipeline's set_timesteps kwargs
+    inverted: bool = False  # the flow table holds 1 − σ and the model predicts x0 − n (Mochi)
 
 
 # ---------------------------------------------------------------- picture -> sampling space
@@ -72,6 +73,18 @@ def _normalise_ltx(pipe: Any, z: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _normalise_mochi(pipe: Any, z: torch.Tensor) -> torch.Tensor:
+    """``(z − mean)·scaling/std`` with the VAE config's 12 values, else ``z·scaling``
+    (pipeline_mochi.py:700-711 decodes the inverse)."""
+    config = pipe.vae.config
+    scale = float(config.scaling_factor)
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is None or std is None:
+        return z * scale
+    c = z.shape[1]
+    return (z - _per_channel(mean, c)) * scale / _per_channel(std, c)
+
+
 # ---------------------------------------------------------------- the pipelines' schedules
 def _plain(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
     return {"num_inference_steps": steps}
@@ -96,6 +109,13 @@ def _ltx_schedule(pipe: Any, steps: int, frames: int, height: int, width: int) -
         config.get("max_shift", 1.15),
     )
     return {"sigmas": np.linspace(1.0, 1 / steps, steps), "mu": mu}
+
+
+def _mochi_schedule(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
+    """pipeline_mochi.py:617-631 (Genmo's linear-quadratic schedule, threshold 0.025)."""
+    from diffusers.pipelines.mochi.pipeline_mochi import linear_quadratic_schedule
+
+    return {"sigmas": np.array(linear_quadratic_schedule(steps, 0.025))}
 
 
 FLOW_EULER = "FlowMatchEulerDiscreteScheduler"
@@ -132,6 +152,17 @@ MODELS: dict[str, VideoModel] = {
         _normalise_ltx,
         _ltx_schedule,
     ),
+    "MochiPipeline": VideoModel(
+        "MochiPipeline",
+        "vae_spatial_scale_factor",
+        "vae_temporal_scale_factor",
+        (FLOW_EULER,),
+        "flow",
+        "video",
+        _normalise_mochi,
+        _mochi_schedule,
+        inverted=True,
+    ),
 }
 
 #: Arguments of these pipelines that would replace the schedule the adapter starts from.
@@ -152,6 +183,18 @@ def check_scheduler(model: VideoModel, scheduler: Any) -> None:
     if sch.facts_for(scheduler).space != model.space:  # UniPC outside its flow mode
         flow = "in flow mode (use_flow_sigmas, flow_prediction)" if model.space == "flow" else ""
         raise RectifyError("scheduler", name, f"{allowed}, {flow}".rstrip(", "))
+    if model.space == "flow" and sch.inverted(scheduler) != model.inverted:
+        why = (
+            "the model takes timestep 0 as noise and predicts x0 − noise "
+            "(genmo/mochi-1-preview's scheduler config)"
+            if model.inverted
+            else "the model predicts the velocity noise − x0 on σ from 1 to 0"
+        )
+        raise RectifyError(
+            "scheduler invert_sigmas",
+            sch.inverted(scheduler),
+            f"{model.inverted} with {model.name}: {why}",
+        )
 
 
 def spatial_scale(model: VideoModel, pipe: Any) -> int:

@@ -129,7 +129,7 @@ def start_latents(
                 "1 with a flow-matching scheduler (params.sigma_start sets where sampling starts)",
             )
         sch.rescale_flow_schedule(scheduler, sigma_start)
-        sigma = scheduler.sigmas[0].to(device=noise.device, dtype=torch.float32)
+        sigma = sch.step_sigmas(scheduler, 0, 1, noise.device)[0]  # an inverted table: 1 − it
         x = (1 - sigma) * clean.to(torch.float32) + sigma * noise.to(torch.float32)
         return x.to(noise.dtype), first
     if sigma_start < 1.0:

@@ -129,7 +129,7 @@ def test_no_flow_step_waits_for_the_gpu(pipes, sync_guard, name, params):
     assert pipe.noise_rectification["rectified_steps"] == want
 
 
-@pytest.mark.parametrize("name", ["mochi", "cogvideox-ddim"])
+@pytest.mark.parametrize("name", ["cogvideox-ddim"])
 def test_pipelines_not_served_yet_are_refused_by_name(name):
     pipe, _facts = BUILDERS[name]()
     with pytest.raises(RectifyError, match="pipe"):
