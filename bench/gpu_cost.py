@@ -1,8 +1,9 @@
 """What rectification costs next to the stock diffusers pipeline: time, memory, syncs.
 
     python -m bench.gpu_cost [--device cuda] [--pairs 3] [--frames 16] [--size 512]
-        [--steps 25] [--models sd15,sdxl,modelscope]
-        [--schedulers ddim,euler,euler_a,dpmpp_2m,unipc,lcm] [--json PATH]
+        [--steps 25] [--models sd15,sdxl,modelscope,wan2.1-1.3b]
+        [--schedulers ddim,euler,euler_a,dpmpp_2m,unipc,lcm,flow_euler,flow_unipc]
+        [--wan-frames 33] [--wan-size 480x832] [--json PATH]
     python -m bench.gpu_cost --tiny      # tiny models on the CPU, seconds: keeps it working
 
 Full-size pipelines with random weights, built from diffusers configs (nothing is
@@ -14,6 +15,19 @@ but only ``TEXT_LAYERS`` layers: text encoding runs once per video, in both runs
 so the ratio is if anything slightly pessimistic. The VAE is tiny (4 levels, so its scale
 factor is 8): the picture's latent and the noise are passed in (``reference_latent=``,
 ``noise=``) and latents come out (``output_type="latent"``), so it never runs.
+
+The flow-matching row, ``wan2.1-1.3b``, is ``WanPipeline`` with Wan 2.1 T2V 1.3B's
+``WanTransformer3DModel`` (``WAN21_T2V_1_3B``: 30 layers, 12 heads × 128, ffn 8960, text
+4096; 1.42 B parameters, the config diffusers' scripts/convert_wan_to_diffusers.py writes
+for Wan-AI/Wan2.1-T2V-1.3B-Diffusers), in bfloat16 on CUDA (as Wan ships), at
+``--wan-size`` 480×832 and ``--wan-frames`` 33 (9 latent frames); UMT5-XXL's width (4096,
+64 heads, ffn 10240) with ``TEXT_LAYERS`` layers; a tiny ``AutoencoderKLWan`` (z_dim 16,
+×8 spatial, ×4 temporal, Wan 2.1's latent statistics) that never runs. Its schedulers
+are ``FLOW_SCHEDULERS``: ``FlowMatchEulerDiscreteScheduler`` and
+``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True)``,
+both with shift 3 (Wan 2.1 at 480p). Rectified runs start at the default ``sigma_start``
+(0.95): the stock run is given the same start latents and runs the same number of steps
+on its own (unscaled) schedule, which costs the same.
 
 For each model and scheduler: a warm-up (one stock video, one rectified), then
 ``--pairs`` pairs, alternating which runs first, of the stock pipeline started from the
@@ -56,9 +70,12 @@ from typing import Any
 import torch
 
 from bench.syncs import SyncRecorder
+from lib_rectify import DEFAULT_SIGMA_START
 
-MODELS = ("sd15", "sdxl", "modelscope")
-#: Benchmark name -> (diffusers class, extra config).
+UNET_MODELS = ("sd15", "sdxl", "modelscope")
+FLOW_MODELS = ("wan2.1-1.3b",)
+MODELS = UNET_MODELS + FLOW_MODELS
+#: Benchmark name -> (diffusers class, extra config): the UNet models' (SD's training schedule).
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
@@ -67,10 +84,48 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
 }
+#: Wan 2.1's flow shift at 480p (the Wan-AI ``*-Diffusers`` scheduler configs; 5 for 720p).
+WAN_FLOW_SHIFT = 3.0
+#: The flow-matching models' schedulers: their complete configs.
+FLOW_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {"shift": WAN_FLOW_SHIFT}),
+    "flow_unipc": (
+        "UniPCMultistepScheduler",
+        {
+            "prediction_type": "flow_prediction",
+            "use_flow_sigmas": True,
+            "num_train_timesteps": 1000,
+            "flow_shift": WAN_FLOW_SHIFT,
+        },
+    ),
+}
+ALL_SCHEDULERS = (*SCHEDULERS, *FLOW_SCHEDULERS)
+#: Wan-AI/Wan2.1-T2V-1.3B-Diffusers' transformer (diffusers' convert_wan_to_diffusers.py,
+#: "Wan-T2V-1.3B"): dim 1536 = 12 heads × 128, 1.42 B parameters.
+WAN21_T2V_1_3B: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 12,
+    "attention_head_dim": 128,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "ffn_dim": 8960,
+    "num_layers": 30,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "image_dim": None,
+    "added_kv_proj_dim": None,
+    "rope_max_seq_len": 1024,
+}
 PARAMS = {"omega": "paper", "tau": [0.0, 0.6]}
+#: Where flow models start: PARAMS leave ``sigma_start`` at its default (0.95).
+SIGMA_START = DEFAULT_SIGMA_START
 GUIDANCE = 7.5
 PROMPT, NEGATIVE = "a cat walking in the garden, best quality", "low quality, blurry"
-#: Layers of each text encoder in the full-size models (the real ones have 12/32/24).
+#: Layers of each text encoder in the full-size models (the real ones have 12/32/24;
+#: Wan's UMT5-XXL 24).
 TEXT_LAYERS = 2
 TARGET_RATIO = 1.005
 TARGET_ADDED_SYNCS = 2
@@ -139,10 +194,19 @@ def _vae():
     )
 
 
+def schedulers_for(model: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The schedulers a model is measured with: FLOW_SCHEDULERS for Wan, else SCHEDULERS."""
+    return FLOW_SCHEDULERS if model in FLOW_MODELS else SCHEDULERS
+
+
 def scheduler(name: str):
-    """``name`` (a key of SCHEDULERS) with SD's training schedule (all three models')."""
+    """``name``: a key of SCHEDULERS, with SD's training schedule (the three UNet models'),
+    or of FLOW_SCHEDULERS, as configured there."""
     import diffusers
 
+    if name in FLOW_SCHEDULERS:
+        cls, config = FLOW_SCHEDULERS[name]
+        return getattr(diffusers, cls)(**config)
     cls, extra = SCHEDULERS[name]
     config = dict(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
@@ -309,7 +373,88 @@ def modelscope(tiny: bool):
         )
 
 
-BUILDERS: dict[str, Callable[[bool], Any]] = {"sd15": sd15, "sdxl": sdxl, "modelscope": modelscope}
+def umt5_text_encoder(hidden: int, heads: int, d_kv: int, d_ff: int, layers: int, *, seed: int):
+    """A random UMT5 encoder (Wan's text encoder; gated GELU as umt5-xxl), byte_tokenizer's
+    vocabulary."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config(
+        vocab_size=514,
+        d_model=hidden,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_layers=layers,
+        num_heads=heads,
+        relative_attention_num_buckets=32 if hidden > 64 else 8,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=513,
+        eos_token_id=513,
+        decoder_start_token_id=0,
+    )
+    torch.manual_seed(seed)
+    return UMT5EncoderModel(config)
+
+
+def _wan_vae():
+    """Wan 2.1's VAE layout, tiny: z_dim 16, ×8 spatial, ×4 temporal (causal), Wan 2.1's
+    latent statistics (the class defaults). Never runs: latents go in and out."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    return AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+
+
+def wan21(tiny: bool):
+    """WanPipeline: Wan 2.1 T2V 1.3B's transformer (``WAN21_T2V_1_3B``), UMT5-XXL's width."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    torch.manual_seed(11)
+    if tiny:
+        config = dict(
+            WAN21_T2V_1_3B,
+            num_attention_heads=2,
+            attention_head_dim=12,
+            text_dim=32,
+            ffn_dim=32,
+            num_layers=2,
+            rope_max_seq_len=32,
+        )
+        encoder = umt5_text_encoder(32, 4, 8, 37, 2, seed=10)
+    else:
+        config = WAN21_T2V_1_3B
+        encoder = umt5_text_encoder(4096, 64, 64, 10240, TEXT_LAYERS, seed=10)  # umt5-xxl
+    transformer = WanTransformer3DModel(**config)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = byte_tokenizer(Path(tmp))
+    tokenizer.model_max_length = 512  # WanPipeline's max_sequence_length
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=encoder,
+        vae=_wan_vae(),
+        transformer=transformer,
+        scheduler=scheduler("flow_euler"),
+    )
+
+
+BUILDERS: dict[str, Callable[[bool], Any]] = {
+    "sd15": sd15,
+    "sdxl": sdxl,
+    "modelscope": modelscope,
+    "wan2.1-1.3b": wan21,
+}
+
+
+def model_dtype(model: str, device: torch.device) -> torch.dtype:
+    """float16 on CUDA (bfloat16 for Wan, as it ships), float32 on a CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if model in FLOW_MODELS else torch.float16
 
 
 def build(model: str, *, tiny: bool, device: torch.device, dtype: torch.dtype):
@@ -336,6 +481,11 @@ def build(model: str, *, tiny: bool, device: torch.device, dtype: torch.dtype):
 class Row:
     model: str
     scheduler: str
+    dtype: str = ""
+    frames: int = 0  # num_frames given to the pipeline (Wan samples (F − 1)//4 + 1 latent frames)
+    height: int = 0
+    width: int = 0
+    latent_shape: list[int] = field(default_factory=list)  # the noise's, [B, C, L, h, w]
     stock_s: list[float] = field(default_factory=list)
     rectified_s: list[float] = field(default_factory=list)
     stock_median_s: float = 0.0
@@ -361,13 +511,20 @@ class Row:
 class _Case:
     """One model × scheduler: the two calls, from the same picture latent and noise."""
 
-    def __init__(self, pipe: Any, args: argparse.Namespace, size: int, device, dtype) -> None:
-        self.pipe, self.args, self.size, self.device = pipe, args, size, device
-        h = w = size // pipe.vae_scale_factor
-        channels = pipe.unet.config.in_channels
+    def __init__(
+        self, pipe: Any, args: argparse.Namespace, shape: tuple[int, int, int], device, dtype
+    ) -> None:
+        self.pipe, self.args, self.device = pipe, args, device
+        self.frames, self.height, self.width = shape
+        denoiser = getattr(pipe, "unet", None) or pipe.transformer
+        scale = getattr(pipe, "vae_scale_factor", None) or pipe.vae_scale_factor_spatial
+        h, w = self.height // scale, self.width // scale
+        temporal = getattr(pipe, "vae_scale_factor_temporal", None)  # Wan's causal VAE
+        latent_frames = (self.frames - 1) // temporal + 1 if temporal else self.frames
+        channels = denoiser.config.in_channels
         g = torch.Generator("cpu").manual_seed(0)
         self.reference = torch.randn(1, channels, h, w, generator=g).to(device, dtype)
-        self.noise = torch.randn(1, channels, args.frames, h, w, generator=g).to(device, dtype)
+        self.noise = torch.randn(1, channels, latent_frames, h, w, generator=g).to(device, dtype)
         self.latent_bytes = self.noise.numel() * self.noise.element_size()
 
     def start_latents(self) -> torch.Tensor:
@@ -376,13 +533,14 @@ class _Case:
         the same tensors, so their peak memory compares."""
         from lib_rectify_diffusers import start_latents
 
-        clean = self.reference[:, :, None].expand(-1, -1, self.args.frames, -1, -1)
+        clean = self.reference[:, :, None].expand(-1, -1, self.noise.shape[2], -1, -1)
         start, _ = start_latents(
             self.pipe.scheduler,
             clean,
             self.noise,
             num_inference_steps=self.args.steps,
             device=self.device,
+            sigma_start=SIGMA_START,  # as image_to_video: flow schedules start there
         )
         return start
 
@@ -390,9 +548,9 @@ class _Case:
         return dict(
             prompt=PROMPT,
             negative_prompt=NEGATIVE,
-            num_frames=self.args.frames,
-            height=self.size,
-            width=self.size,
+            num_frames=self.frames,
+            height=self.height,
+            width=self.width,
             num_inference_steps=self.args.steps,
             guidance_scale=GUIDANCE,
             generator=torch.Generator(self.device).manual_seed(1),
@@ -469,6 +627,13 @@ class _PausedPipeline:
         setattr(object.__getattribute__(self, "_pipe"), name, value)
 
 
+def paused_pipeline(pipe: Any, recorder: SyncRecorder) -> _PausedPipeline:
+    """A ``_PausedPipeline`` whose class bears the pipeline's class name: the adapter tells
+    the transformer pipelines (``WanPipeline``) apart by that name."""
+    named = type(type(pipe).__name__, (_PausedPipeline,), {"__doc__": _PausedPipeline.__doc__})
+    return named(pipe, recorder)
+
+
 #: Reads seen at the function level; the dispatcher then sees the same read once more.
 _FUNCTION_READS = {
     "item()",
@@ -536,7 +701,7 @@ def project_syncs(case: _Case) -> tuple[list[str], list[str], torch.Tensor]:
             _patched(SchedulerHook, "after_set_timesteps", after_set_timesteps),
             outer.watching(),
         ):
-            out = case.rectified(_PausedPipeline(case.pipe, outer))
+            out = case.rectified(paused_pipeline(case.pipe, outer))
     finally:
         if own is None:
             sched.__dict__.pop("set_timesteps", None)
@@ -596,12 +761,27 @@ def cuda_syncs(case: _Case) -> tuple[int, int, int]:
     return stock, rectified, in_steps
 
 
-def measure(
-    pipe: Any, model: str, sched: str, args: argparse.Namespace, size: int, device, dtype
-) -> Row:
+def video_shape(model: str, args: argparse.Namespace) -> tuple[int, int, int]:
+    """(frames, height, width) a model's videos are made at."""
+    if model in FLOW_MODELS:
+        return args.wan_frames, args.wan_height, args.wan_width
+    size = args.sdxl_size if model == "sdxl" else args.size
+    return args.frames, size, size
+
+
+def measure(pipe: Any, model: str, sched: str, args: argparse.Namespace, device, dtype) -> Row:
     pipe.scheduler = scheduler(sched)
-    case = _Case(pipe, args, size, device, dtype)
-    row = Row(model, sched, latent_bytes=case.latent_bytes)
+    case = _Case(pipe, args, video_shape(model, args), device, dtype)
+    row = Row(
+        model,
+        sched,
+        dtype=str(dtype).replace("torch.", ""),
+        frames=case.frames,
+        height=case.height,
+        width=case.width,
+        latent_shape=list(case.noise.shape),
+        latent_bytes=case.latent_bytes,
+    )
 
     def run(kind: str) -> tuple[float, list[int], bool, int | None]:
         """One video: seconds, output shape, whether finite, peak memory. Nothing of it
@@ -715,8 +895,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=None, help="pixels, SD1.5 and ModelScope (512)")
     parser.add_argument("--sdxl-size", type=int, default=None, help="pixels, SDXL (768)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (25)")
+    parser.add_argument(
+        "--wan-frames", type=int, default=None, help="frames per Wan video, 4k + 1 (33)"
+    )
+    parser.add_argument("--wan-size", default=None, help="Wan's HEIGHTxWIDTH in pixels (480x832)")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--schedulers", default=",".join(SCHEDULERS))
+    parser.add_argument(
+        "--schedulers",
+        default=",".join(ALL_SCHEDULERS),
+        help="each model runs those of its kind: flow_* for Wan, the others for the UNets",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 with --tiny; else torch's)"
     )
@@ -724,9 +912,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     tiny = args.tiny
     defaults = (
-        dict(pairs=1, frames=4, size=32, sdxl_size=32, steps=4)
+        dict(pairs=1, frames=4, size=32, sdxl_size=32, steps=4, wan_frames=5, wan_size="32x32")
         if tiny
-        else dict(pairs=3, frames=16, size=512, sdxl_size=768, steps=25)
+        else dict(
+            pairs=3, frames=16, size=512, sdxl_size=768, steps=25, wan_frames=33, wan_size="480x832"
+        )
     )
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -735,12 +925,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.device = "cuda" if torch.cuda.is_available() and not tiny else "cpu"
     args.models = [m for m in args.models.split(",") if m]
     args.schedulers = [s for s in args.schedulers.split(",") if s]
-    for name, allowed in (("models", MODELS), ("schedulers", tuple(SCHEDULERS))):
+    for name, allowed in (("models", MODELS), ("schedulers", ALL_SCHEDULERS)):
         unknown = [v for v in getattr(args, name) if v not in allowed]
         if unknown:
             parser.error(
                 f"--{name}: unknown {', '.join(unknown)} (choose from {', '.join(allowed)})"
             )
+    for model in args.models:
+        if not [s for s in args.schedulers if s in schedulers_for(model)]:
+            parser.error(
+                f"--schedulers: none for {model} (its: {', '.join(schedulers_for(model))})"
+            )
+    try:
+        args.wan_height, args.wan_width = (int(v) for v in args.wan_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--wan-size: HEIGHTxWIDTH, not {args.wan_size!r}")
+    if args.wan_frames < 1 or (args.wan_frames - 1) % 4:
+        parser.error(
+            f"--wan-frames: 4k + 1 (Wan's VAE: 1 + 4 per latent frame), not {args.wan_frames}"
+        )
+    if args.wan_height % 16 or args.wan_width % 16 or min(args.wan_height, args.wan_width) < 16:
+        parser.error(f"--wan-size: multiples of 16 (VAE ×8, patch 2), not {args.wan_size}")
     if args.threads is None and tiny:
         args.threads = 1  # tiny layers gain nothing from threads, and lose a lot on a busy machine
     if args.pairs < 1:
@@ -777,12 +982,20 @@ def _run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> 
         f"CFG {GUIDANCE}, params {PARAMS}, {args.pairs} timed pair(s) after a warm-up"
         + ("" if args.tiny else f"; text encoders with {TEXT_LAYERS} layers")
     )
+    if any(m in FLOW_MODELS for m in args.models):
+        wan_dtype = str(model_dtype(FLOW_MODELS[0], device)).replace("torch.", "")
+        print(
+            f"Wan 2.1 T2V 1.3B{' (tiny)' if args.tiny else ''}: {wan_dtype}, {args.wan_frames} "
+            f"frames ({(args.wan_frames - 1) // 4 + 1} latent), {args.wan_height}×{args.wan_width} "
+            f"px, flow shift {WAN_FLOW_SHIFT:g}, sigma_start {SIGMA_START}"
+        )
     rows: list[Row] = []
     for model in args.models:
-        pipe = build(model, tiny=args.tiny, device=device, dtype=dtype)
-        size = args.sdxl_size if model == "sdxl" else args.size
+        weights = model_dtype(model, device)
+        pipe = build(model, tiny=args.tiny, device=device, dtype=weights)
         for sched in args.schedulers:
-            rows.append(measure(pipe, model, sched, args, size, device, dtype))
+            if sched in schedulers_for(model):
+                rows.append(measure(pipe, model, sched, args, device, weights))
         del pipe
         if cuda:
             torch.cuda.empty_cache()
@@ -827,6 +1040,11 @@ def _run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> 
             "size": args.size,
             "sdxl_size": args.sdxl_size,
             "steps": args.steps,
+            "wan_frames": args.wan_frames,
+            "wan_height": args.wan_height,
+            "wan_width": args.wan_width,
+            "wan_flow_shift": WAN_FLOW_SHIFT,
+            "sigma_start": SIGMA_START,
             "pairs": args.pairs,
             "guidance_scale": GUIDANCE,
             "params": PARAMS,
