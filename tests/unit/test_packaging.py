@@ -101,7 +101,8 @@ def test_the_installed_wheel_imports_without_the_checkout(wheel, tmp_path):
         "import sys, lib_rectify, lib_rectify_diffusers as d; "
         "assert lib_rectify.__file__.startswith(sys.argv[1]), lib_rectify.__file__; "
         "assert 'modules' not in sys.modules and 'gradio' not in sys.modules; "
-        "print(sorted(d.SCHEDULERS)[0], d.RectifyParams(enabled=True).tau)"
+        "print('DDIMScheduler' in d.SCHEDULERS, 'LTXPipeline' in d.PIPELINES, "
+        "d.RectifyParams(enabled=True).tau)"
     )
     env_path = str(target)
     result = subprocess.run(
@@ -112,4 +113,4 @@ def test_the_installed_wheel_imports_without_the_checkout(wheel, tmp_path):
         env={"PYTHONPATH": env_path, "PATH": ""},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "DDIMScheduler (0.0, 0.6)"
+    assert result.stdout.strip() == "True True (0.0, 0.6)"
