@@ -1,7 +1,7 @@
 """Noise rectification for diffusers video pipelines.
 
 AnimateDiff, AnimateDiff-SDXL, ModelScope; the transformer ones in ``models.MODELS``
-(Wan, HunyuanVideo, LTX-Video, Mochi, ...).
+(Wan, HunyuanVideo, LTX-Video, Mochi, CogVideoX).
 
 ``image_to_video(pipe, image, params)`` animates a picture with a stock pipeline and
 keeps it: the same method and settings (:class:`lib_rectify.RectifyParams`) as the

@@ -85,6 +85,11 @@ def _normalise_mochi(pipe: Any, z: torch.Tensor) -> torch.Tensor:
     return (z - _per_channel(mean, c)) * scale / _per_channel(std, c)
 
 
+def _normalise_cogvideox(pipe: Any, z: torch.Tensor) -> torch.Tensor:
+    """``z·scaling_factor`` (pipeline_cogvideox.py:351-356 decodes ``z/scaling_factor``)."""
+    return z * float(pipe.vae_scaling_factor_image)
+
+
 # ---------------------------------------------------------------- the pipelines' schedules
 def _plain(pipe: Any, steps: int, frames: int, height: int, width: int) -> dict:
     return {"num_inference_steps": steps}
@@ -162,6 +167,16 @@ MODELS: dict[str, VideoModel] = {
         _normalise_mochi,
         _mochi_schedule,
         inverted=True,
+    ),
+    "CogVideoXPipeline": VideoModel(
+        "CogVideoXPipeline",
+        "vae_scale_factor_spatial",
+        "vae_scale_factor_temporal",
+        ("CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"),
+        "vp",
+        "frames-first",
+        _normalise_cogvideox,
+        _plain,
     ),
 }
 

@@ -129,8 +129,15 @@ def test_no_flow_step_waits_for_the_gpu(pipes, sync_guard, name, params):
     assert pipe.noise_rectification["rectified_steps"] == want
 
 
-@pytest.mark.parametrize("name", ["cogvideox-ddim"])
-def test_pipelines_not_served_yet_are_refused_by_name(name):
-    pipe, _facts = BUILDERS[name]()
-    with pytest.raises(RectifyError, match="pipe"):
-        image_to_video(pipe, torch.rand(3, 32, 32), {}, prompt="a", num_inference_steps=2)
+def test_an_unknown_transformer_pipeline_is_refused_naming_the_served_ones(pipes):
+    """A pipeline class whose loop was not checked (here Wan under another name, as an
+    image-to-video variant would be) is refused, naming the pipelines that are served."""
+    pipe, _facts = pipes["wan2.1"]
+    other = type("WanImageToVideoPipeline", (type(pipe),), {})
+    stranger = other.__new__(other)
+    stranger.__dict__.update(pipe.__dict__)
+    with pytest.raises(RectifyError, match="pipe") as refused:
+        image_to_video(stranger, torch.rand(3, 32, 32), {}, prompt="a", num_inference_steps=2)
+    for served in ("WanPipeline", "HunyuanVideoPipeline", "LTXPipeline", "MochiPipeline"):
+        assert served in str(refused.value)
+    assert "CogVideoXPipeline" in str(refused.value)
