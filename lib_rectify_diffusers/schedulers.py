@@ -3,15 +3,20 @@
 The core rectifies ε in the variance-preserving (VP) form ``x = √ᾱ·Z + √(1−ᾱ)·n``.
 Diffusers schedulers keep their sample in one of two spaces:
 
-* VP (DDIM, DDPM, LCM, DPM-Solver, UniPC, DEIS): the sample is ``x`` itself.
+* VP (DDIM, DDPM, LCM, DPM-Solver, UniPC, DEIS, CogVideoX's DDIM and DPM): the sample is
+  ``x`` itself.
 * VE (Euler, Euler ancestral, LMS): the sample is ``x/√ᾱ = Z + σ·n`` with
   ``σ = √((1−ᾱ)/ᾱ)``; ``scale_model_input`` divides it by ``√(σ²+1)`` for the UNet.
+
+Flow-matching schedulers (FlowMatch Euler, UniPC in flow mode) keep ``x = (1−σ)·Z + σ·n``
+and integrate a velocity (minus one for an ``invert_sigmas`` table); the core's flow form
+serves them (docs/flow-matching.md).
 
 ᾱ of a step comes from the scheduler's own tables: ``sigmas[step_index]`` (``ᾱ =
 1/(1+σ²)``, which also covers Karras and exponential σ) where the scheduler walks a σ
 table, else ``alphas_cumprod[timestep]``. Schedulers with ``order`` > 1 (Heun, KDPM2)
-call the model twice per timestep; they, PNDM (duplicate timesteps) and flow-matching
-schedulers are refused rather than guessed at.
+call the model twice per timestep; they and PNDM (duplicate timesteps) are refused
+rather than guessed at.
 """
 
 from __future__ import annotations
