@@ -282,3 +282,36 @@ def test_the_omega_preview_node_shows_its_picture(page, client):
     orange = (pixels[..., 0] > 200) & (pixels[..., 1] > 100) & (pixels[..., 2] < 80)
     blue = (pixels[..., 2] > 200) & (pixels[..., 0] < 140)
     assert orange.any() and blue.any()  # the reference frame's bar and the others'
+
+
+def test_the_wan_workflow_shows_the_node_between_the_model_and_the_sampler(page, screenshot_dir):
+    """The README's Wan picture: the example as the real frontend draws it, the node fed by
+    Load Image and the Wan VAE, between ModelSamplingSD3 and the KSampler."""
+    opened = load(page, REPO / "workflows" / "wan21_t2v_1.3b.ui.json")
+    assert not [text for text in opened if "missing" in text.lower()], opened
+    links = page.evaluate(
+        """() => { const g = window.app.graph, n = g.getNodeById(30);
+            return n.inputs.filter(i => i.link != null).map(
+                i => [i.name, g.getNodeById(g.links[i.link].origin_id).type]); }"""
+    )
+    assert sorted(links) == [
+        ["image", "ImageScale"],
+        ["model", "ModelSamplingSD3"],
+        ["vae", "VAELoader"],
+    ], links
+    viewport = page.viewport_size
+    page.set_viewport_size({"width": 2200, "height": 1000})
+    page.evaluate(
+        """() => { for (const n of window.app.graph._nodes) {
+            const want = n.computeSize();
+            n.setSize([Math.max(n.size[0], want[0]), Math.max(n.size[1], want[1])]); } }"""
+    )
+    page.add_style_tag(
+        content=".litegraph-minimap, [class*='minimap'] { display: none !important; }"
+    )
+    fit_view(page)
+    page.mouse.move(1100, 990)
+    page.wait_for_timeout(1500)
+    shot = page.screenshot(clip={"x": 60, "y": 40, "width": 2140, "height": 960})
+    page.set_viewport_size(viewport)
+    Image.open(io.BytesIO(shot)).save(screenshot_dir / "comfyui_wan_workflow.png", optimize=True)
