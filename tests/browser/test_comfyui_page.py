@@ -145,6 +145,27 @@ def wait_idle(page, client: ComfyUI) -> dict:
     raise TimeoutError(f"the prompt did not finish in {RUN_TIMEOUT} s")
 
 
+def save_workflow_picture(page, path: Path) -> None:
+    """A README picture: the whole workflow in a wider window, every node at its full size,
+    fitted at a zoom where the canvas draws text."""
+    viewport = page.viewport_size
+    page.set_viewport_size({"width": 2200, "height": 1000})
+    page.evaluate(
+        """() => { for (const n of window.app.graph._nodes) {
+            const want = n.computeSize();
+            n.setSize([Math.max(n.size[0], want[0]), Math.max(n.size[1], want[1])]); } }"""
+    )
+    page.add_style_tag(
+        content=".litegraph-minimap, [class*='minimap'] { display: none !important; }"
+    )
+    fit_view(page)
+    page.mouse.move(1100, 990)
+    page.wait_for_timeout(1500)
+    shot = page.screenshot(clip={"x": 60, "y": 40, "width": 2140, "height": 960})
+    page.set_viewport_size(viewport)
+    Image.open(io.BytesIO(shot)).save(path, optimize=True)
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_loads_without_missing_nodes_and_queues_its_api_twin(page, path):
     opened = load(page, path.with_name(path.stem + ".ui.json"))
@@ -238,22 +259,7 @@ def test_a_run_queued_from_the_page_finishes_and_shows_the_video(page, client, s
     assert size[:2] == [SIZE, SIZE] and size[2] > 0, size
     # the README's picture: the whole workflow, its video shown in Save Video, at a zoom
     # where the canvas draws text (a wider window, fitted)
-    viewport = page.viewport_size
-    page.set_viewport_size({"width": 2200, "height": 1000})
-    page.evaluate(
-        """() => { for (const n of window.app.graph._nodes) {
-            const want = n.computeSize();
-            n.setSize([Math.max(n.size[0], want[0]), Math.max(n.size[1], want[1])]); } }"""
-    )
-    page.add_style_tag(
-        content=".litegraph-minimap, [class*='minimap'] { display: none !important; }"
-    )
-    fit_view(page)
-    page.mouse.move(1100, 990)
-    page.wait_for_timeout(1500)
-    shot = page.screenshot(clip={"x": 60, "y": 40, "width": 2140, "height": 960})
-    page.set_viewport_size(viewport)
-    Image.open(io.BytesIO(shot)).save(screenshot_dir / "comfyui_workflow.png", optimize=True)
+    save_workflow_picture(page, screenshot_dir / "comfyui_workflow.png")
 
 
 def test_the_omega_preview_node_shows_its_picture(page, client):
@@ -299,19 +305,4 @@ def test_the_wan_workflow_shows_the_node_between_the_model_and_the_sampler(page,
         ["model", "ModelSamplingSD3"],
         ["vae", "VAELoader"],
     ], links
-    viewport = page.viewport_size
-    page.set_viewport_size({"width": 2200, "height": 1000})
-    page.evaluate(
-        """() => { for (const n of window.app.graph._nodes) {
-            const want = n.computeSize();
-            n.setSize([Math.max(n.size[0], want[0]), Math.max(n.size[1], want[1])]); } }"""
-    )
-    page.add_style_tag(
-        content=".litegraph-minimap, [class*='minimap'] { display: none !important; }"
-    )
-    fit_view(page)
-    page.mouse.move(1100, 990)
-    page.wait_for_timeout(1500)
-    shot = page.screenshot(clip={"x": 60, "y": 40, "width": 2140, "height": 960})
-    page.set_viewport_size(viewport)
-    Image.open(io.BytesIO(shot)).save(screenshot_dir / "comfyui_wan_workflow.png", optimize=True)
+    save_workflow_picture(page, screenshot_dir / "comfyui_wan_workflow.png")
