@@ -216,9 +216,46 @@ def spatial_scale(model: VideoModel, pipe: Any) -> int:
     return int(getattr(pipe, model.spatial))
 
 
+def default_frames(model: VideoModel, pipe: Any) -> int:
+    """The pipeline's own default ``num_frames``: its ``__call__`` signature's (Wan 81,
+    HunyuanVideo 129, LTX 161, Mochi 19), or for CogVideoX, whose signature says None, the
+    transformer's ``sample_frames`` (pipeline_cogvideox.py:621)."""
+    parameter = inspect.signature(pipe.__call__).parameters.get("num_frames")
+    value = None if parameter is None else parameter.default
+    if value is None or value is inspect.Parameter.empty:
+        value = pipe.transformer.config.sample_frames
+    return int(value)
+
+
+def pipeline_frames(model: VideoModel, pipe: Any, num_frames: int) -> int:
+    """The number of pictures the pipeline really generates for ``num_frames``: the length
+    the still video is encoded over (it encodes to exactly the pipeline's latent frames).
+
+    WanPipeline does not refuse a length with ``num_frames − 1`` not divisible by its
+    temporal factor t: it logs a warning and generates ``num_frames // t · t + 1`` (16 → 17,
+    14 → 13; pipeline_wan.py:494-499), so this rounds exactly as it does (refusing would fail
+    calls the pipeline runs). The others take any length and sample
+    ``T = (num_frames − 1)//t + 1`` latent frames (pipeline_hunyuan_video.py:405,
+    pipeline_ltx.py:722, pipeline_mochi.py:404, pipeline_cogvideox.py:680), which their VAEs
+    decode to ``(T − 1)·t + 1`` pictures (HunyuanVideo, LTX, Mochi; 16 → 13 with t = 4), or
+    for CogVideoX's, which decodes latent frames in pairs, ``t·T`` for an even ``T`` (48 → 48,
+    14 → 16) and ``(T − 1)·t + 1`` for an odd one (49 → 49; autoencoder_kl_cogvideox.py:
+    1058-1068, 1185-1200).
+    """
+    t = int(getattr(pipe, model.temporal))
+    latent = latent_frames(model, pipe, num_frames)
+    if model.name == "CogVideoXPipeline" and latent % 2 == 0:
+        return t * latent
+    return (latent - 1) * t + 1
+
+
 def latent_frames(model: VideoModel, pipe: Any, num_frames: int) -> int:
-    """Latent frames of a ``num_frames`` video, as the pipeline's ``prepare_latents`` counts."""
-    return (num_frames - 1) // int(getattr(pipe, model.temporal)) + 1
+    """Latent frames of a ``num_frames`` video, as the pipeline's ``prepare_latents`` counts
+    them after WanPipeline's rounding of ``num_frames`` (:func:`pipeline_frames`)."""
+    t = int(getattr(pipe, model.temporal))
+    if model.name == "WanPipeline" and num_frames % t != 1:  # pipeline_wan.py:494-499
+        num_frames = max(num_frames // t * t + 1, 1)  # its rounding, with its warning
+    return (num_frames - 1) // t + 1
 
 
 def default_size(model: VideoModel, pipe: Any) -> tuple[int, int]:

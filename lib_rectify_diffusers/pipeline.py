@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from lib_rectify import RectifyError, RectifyParams
-from lib_rectify.anchors import end_anchored_clean
+from lib_rectify.anchors import anchor_positions, end_anchored_clean
+from lib_rectify.weights import resolve_reference_frame
 
 from . import models as vm
 from . import schedulers as sch
@@ -199,7 +200,7 @@ def image_to_video(
     params: RectifyParams | Mapping[str, Any] | None = None,
     *,
     prompt: Any = None,
-    num_frames: int = 16,
+    num_frames: int | None = None,
     num_inference_steps: int = 25,
     strength: float = 1.0,
     height: int | None = None,
@@ -221,9 +222,18 @@ def image_to_video(
     reference frame exact. Everything else (prompt, guidance, IP-Adapter images,
     ``output_type`` ...) goes to the pipeline unchanged; its output is returned.
 
+    ``num_frames`` None is the pipeline's own default: 16 for the UNet pipelines, the
+    ``__call__`` default of a transformer pipeline (Wan 81, ...; ``models.default_frames``).
+    A transformer pipeline's picture is held still over the pictures that pipeline really
+    generates for ``num_frames`` (WanPipeline rounds a length that is not ``4k + 1`` as it
+    does itself, with its warning: ``models.pipeline_frames``).
+
     ``end_image`` (or its latent, ``end_latent``) holds the other end of the video on a
     second picture (docs/two-anchors.md; ``params.reference_frame`` 0 or -1, and a
-    window to 100 % for exact ends); ``params.end_anchor`` false ignores it.
+    window to 100 % for exact ends); ``params.end_anchor`` false ignores it. For the
+    transformer pipelines it is a still video too (``end_latent`` ``[1, C, T, h, w]``, as
+    ``encode_picture`` gives it), and the clean video is the linear blend of the two still
+    videos over the latent frames, as in the ComfyUI node.
 
     ``reference_latent`` (``[1, C, h, w]``, already scaled) replaces ``image``;
     ``noise`` (``[B, C, L, h, w]``) replaces the random per-frame noise. Disabled
@@ -245,15 +255,19 @@ def image_to_video(
         raise RectifyError(
             "latents", "given", "not given: the start latents are the noised picture"
         )
+    model = vm.model_for(pipe)  # a transformer video pipeline (Wan, HunyuanVideo, ...)
+    if num_frames is None:  # the pipeline's own default
+        num_frames = vm.default_frames(model, pipe) if model is not None else 16
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise RectifyError("num_frames", num_frames, "a whole number ≥ 1")
+        raise RectifyError(
+            "num_frames", num_frames, "a whole number ≥ 1 (or None: the pipeline's default)"
+        )
     if (
         isinstance(num_inference_steps, bool)
         or not isinstance(num_inference_steps, int)
         or num_inference_steps < 1
     ):
         raise RectifyError("num_inference_steps", num_inference_steps, "a whole number ≥ 1")
-    model = vm.model_for(pipe)  # a transformer video pipeline (Wan, HunyuanVideo, ...)
     if model is None and not hasattr(pipe, "unet"):
         raise RectifyError("pipe", name, "one of " + ", ".join(PIPELINES))
     scheduler = pipe.scheduler
@@ -274,6 +288,7 @@ def image_to_video(
         height = height or default_height
         width = width or default_width
         latent_frames = vm.latent_frames(model, pipe, num_frames)
+        pictures = vm.pipeline_frames(model, pipe, num_frames)  # what the pipeline generates
         patch_t = getattr(unet.config, "patch_size_t", None)
         if model.name == "CogVideoXPipeline" and patch_t and latent_frames % patch_t:
             # CogVideoX 1.5 pads the latent frames at the front, then drops them
@@ -291,7 +306,7 @@ def image_to_video(
             sample_size = sample_size[0]
         height = height or sample_size * scale
         width = width or sample_size * scale
-        latent_frames = num_frames
+        latent_frames = pictures = num_frames
     device = getattr(pipe, "_execution_device", unet.device)
     dtype = unet.dtype
     still_video = None  # transformer pipelines: the still video's latent frames [1, C, T, h, w]
@@ -299,7 +314,7 @@ def image_to_video(
     if reference_latent is None:
         if image is None:
             raise RectifyError("image", None, "a picture (PIL image, array or tensor)")
-        encoded = encode_picture(pipe, image, height, width, frames=num_frames)
+        encoded = encode_picture(pipe, image, height, width, frames=pictures)
         if model is not None:
             still_video, reference_latent = encoded, encoded[:, :, 0]
         else:
@@ -320,17 +335,23 @@ def image_to_video(
             f"a length {name}'s VAE encodes into {latent_frames} latent frames "
             f"(it gave {still_video.shape[2]})",
         )
-    if (
-        model is not None
-        and (end_image is not None or end_latent is not None)
-        and params.end_anchor
-    ):
-        raise RectifyError("end_image", "given", f"None with {name} (two anchors: not yet)")
     pipe_kwargs = dict(pipe_kwargs)
     prompt = repeat_per_prompt(prompt, pipe_kwargs, num_videos_per_prompt)
     videos = _batch_size(prompt, pipe_kwargs.get("prompt_embeds"))
     anchors = None
-    if params.end_anchor and (end_image is not None or end_latent is not None):
+    two_anchors = params.end_anchor and (end_image is not None or end_latent is not None)
+    if two_anchors and model is not None:
+        start = still_video
+        if start is None:  # reference_latent: one latent repeated over the latent frames
+            start = reference_latent[:, :, None].expand(-1, -1, latent_frames, -1, -1)
+        if end_latent is None:
+            end_latent = encode_picture(pipe, end_image, height, width, frames=pictures)
+        clean, anchors = two_still_videos(
+            start, end_latent, params.reference_frame, num_frames=num_frames, pipeline=name
+        )
+        clean = clean.to(device=device, dtype=dtype)
+        clean = clean.expand(videos, -1, -1, -1, -1).contiguous()
+    elif two_anchors:
         if end_latent is None:
             end_latent = encode_picture(pipe, end_image, height, width)
         if end_latent.ndim == 3:
@@ -398,14 +419,66 @@ def image_to_video(
         with hooked_scheduler(hook):
             result = pipe(**call)
             hook.finish()
-    pipe.noise_rectification = report(hook)
+    pipe.noise_rectification = report(hook, pictures)
     return result
 
 
-def report(hook: SchedulerHook) -> dict[str, Any]:
-    """What the last call did, for logs and tests (``pipe.noise_rectification``)."""
+def two_still_videos(
+    start: torch.Tensor,
+    end: Any,
+    reference_frame: int,
+    *,
+    num_frames: int,
+    pipeline: str,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The clean video between two still videos ``[1, C, T, h, w]`` and its two anchors.
+
+    A transformer pipeline's VAE is causal in time, so each picture is its own still video
+    (``start``: the picture's, ``end``: the end picture's, ``end_latent``); the clean video is
+    their linear blend over the latent frames (``DEFAULT_BLEND``; ``torch.lerp`` with
+    ``s = anchor_positions((0, T − 1), T)``), as the ComfyUI node makes it for a video VAE.
+    Latent frame 0 is then exactly the first still video's frame 0 and frame ``T − 1`` the
+    other's last frame. ``reference_frame`` (counted in latent frames) must be the first or
+    the last; the end picture goes to the other end. Returns float32 ``[1, C, T, h, w]`` and
+    ``(reference, T − 1 − reference)``.
+    """
+    allowed = f"a still video's latent [{', '.join(map(str, start.shape))}] ([1, C, T, h, w])"
+    if not isinstance(end, torch.Tensor):
+        raise RectifyError("end_latent", type(end).__name__, allowed)
+    if tuple(end.shape) != tuple(start.shape):
+        raise RectifyError(
+            "end_latent",
+            tuple(end.shape),
+            f"{allowed} with {pipeline}: the end picture held still over the video, as "
+            "encode_picture(pipe, end_image, height, width, frames=...) gives it",
+        )
+    steps = int(start.shape[2])
+    if steps < 2:
+        raise RectifyError(
+            "num_frames",
+            num_frames,
+            f"enough frames for two latent frames with an end picture ({pipeline} makes "
+            f"{steps} of {num_frames})",
+        )
+    reference = resolve_reference_frame(reference_frame, steps)
+    if reference not in (0, steps - 1):
+        raise RectifyError(
+            "reference_frame",
+            reference_frame,
+            "0 or -1 with an end picture: it goes to the other end of the video",
+        )
+    first, last = (start, end) if reference == 0 else (end, start)
+    s = anchor_positions((0, steps - 1), steps).view(1, 1, steps, 1, 1)
+    clean = torch.lerp(first.float().cpu(), last.float().cpu(), s)
+    return clean, (reference, steps - 1 - reference)
+
+
+def report(hook: SchedulerHook, num_frames: int | None = None) -> dict[str, Any]:
+    """What the last call did, for logs and tests (``pipe.noise_rectification``);
+    ``num_frames``: the pictures the pipeline generates (the still video's length)."""
     return {
         "params": hook.params.to_api(),
+        "num_frames": num_frames,
         "steps": hook.total,
         "rectified_steps": list(hook.rectified),
         "pivot": "per step: " + hook.pivot_reason if hook.pivot_reason else "initial",

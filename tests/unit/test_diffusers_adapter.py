@@ -370,6 +370,15 @@ def test_an_end_picture_holds_the_last_frame(tmp, kind, name):
         run(pipe, {**STILL, "reference_frame": 2}, end_image=1 - picture())
 
 
+def test_num_frames_left_out_is_16_on_the_unet_pipelines(tmp):
+    """``num_frames=None`` (the default) is the pipeline's own: 16 for the UNet pipelines, as
+    before; the transformer pipelines' own defaults are tested with them."""
+    pipe = pipeline("AnimateDiff", tmp)
+    latents = run(pipe, STILL, num_frames=None, num_inference_steps=2)
+    assert latents.shape[2] == 16
+    assert pipe.noise_rectification["num_frames"] == 16
+
+
 # ------------------------------------------------------- no GPU synchronisation per step
 OTHER_SCHEDULERS = [
     ("LMS", "LMSDiscreteScheduler", {}, {}),

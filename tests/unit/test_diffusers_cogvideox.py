@@ -19,6 +19,11 @@ from tiny_video_pipelines import BUILDERS, recording
 from video_adapter_checks import (
     STEPS,
     as_video,
+    check_default_num_frames,
+    check_end_anchor_off_is_one_picture,
+    check_end_latent,
+    check_num_frames_as_the_pipeline,
+    check_two_anchors,
     picture,
     raw_still_video,
     run,
@@ -181,8 +186,6 @@ def test_refusals_name_the_field(pipes):
         run(pipe, facts, {"sigma_start": 0.1})  # below the schedule's lowest level
     with pytest.raises(RectifyError, match="timesteps"):
         run(pipe, facts, {}, timesteps=[999, 749, 499, 249])
-    with pytest.raises(RectifyError, match="end_image"):
-        run(pipe, facts, {}, end_image=picture(facts, 8))
     saved = pipe.scheduler
     pipe.scheduler = DDIMScheduler.from_config(saved.config)
     try:
@@ -217,3 +220,29 @@ def test_a_zero_terminal_snr_schedule_on_a_unet_pipeline_starts_below_sigma_star
     assert 0 < steps < test_diffusers_adapter.STEPS  # the first (ᾱ = 0) steps skipped
     with pytest.raises(RectifyError, match="sigma_start"):
         test_diffusers_adapter.run(pipe, {**test_diffusers_adapter.STILL, "sigma_start": 1.0})
+
+
+# ------------------------------------------------------------------- two anchors
+@pytest.mark.parametrize("reference", [0, -1])
+@pytest.mark.parametrize("name", KINDS)
+def test_an_end_picture_holds_the_other_end_on_its_still_video(pipes, name, reference):
+    check_two_anchors(*pipes[name], reference)
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_end_anchor_off_is_the_run_without_an_end_picture(pipes, name):
+    check_end_anchor_off_is_one_picture(*pipes[name])
+
+
+def test_end_latent_is_the_end_pictures_still_video_other_shapes_refused(pipes):
+    check_end_latent(*pipes["cogvideox-ddim"])
+
+
+# ------------------------------------------------------------------- num_frames
+def test_num_frames_left_out_is_the_pipelines_own_default(pipes):
+    check_default_num_frames(*pipes["cogvideox-ddim"], default=9, temporal=4)
+
+
+@pytest.mark.parametrize(("num_frames", "generated"), [(16, 16), (13, 16), (10, 9)])
+def test_the_still_video_is_as_long_as_what_the_pipeline_generates(pipes, num_frames, generated):
+    check_num_frames_as_the_pipeline(*pipes["cogvideox-ddim"], num_frames, generated)

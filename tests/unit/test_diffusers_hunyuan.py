@@ -14,6 +14,11 @@ import test_diffusers_adapter
 from tiny_video_pipelines import BUILDERS, flow_unipc, recording
 from video_adapter_checks import (
     STEPS,
+    check_default_num_frames,
+    check_end_anchor_off_is_one_picture,
+    check_end_latent,
+    check_num_frames_as_the_pipeline,
+    check_two_anchors,
     picture,
     raw_still_video,
     run,
@@ -144,8 +149,6 @@ def test_refusals_name_the_field(hunyuan):
         run(pipe, facts, {}, sigmas=[1.0, 0.5, 0.25, 0.1])
     with pytest.raises(RectifyError, match="strength"):
         run(pipe, facts, {}, strength=0.5)
-    with pytest.raises(RectifyError, match="end_image"):
-        run(pipe, facts, {}, end_image=picture(facts, 8))
     with pytest.raises(RectifyError, match="noise"):
         run(pipe, facts, {}, noise=torch.zeros(1, 16, 2, 2, 2))
     saved = pipe.scheduler
@@ -155,3 +158,27 @@ def test_refusals_name_the_field(hunyuan):
             run(pipe, facts, {})
     finally:
         pipe.scheduler = saved
+
+
+# ------------------------------------------------------------------- two anchors
+@pytest.mark.parametrize("reference", [0, -1])
+def test_an_end_picture_holds_the_other_end_on_its_still_video(hunyuan, reference):
+    check_two_anchors(*hunyuan, reference)
+
+
+def test_end_anchor_off_is_the_run_without_an_end_picture(hunyuan):
+    check_end_anchor_off_is_one_picture(*hunyuan)
+
+
+def test_end_latent_is_the_end_pictures_still_video_other_shapes_refused(hunyuan):
+    check_end_latent(*hunyuan)
+
+
+# ------------------------------------------------------------------- num_frames
+def test_num_frames_left_out_is_the_pipelines_own_default(hunyuan):
+    check_default_num_frames(*hunyuan, default=129, temporal=4)
+
+
+@pytest.mark.parametrize(("num_frames", "generated"), [(16, 13), (14, 13)])
+def test_the_still_video_is_as_long_as_what_the_pipeline_generates(hunyuan, num_frames, generated):
+    check_num_frames_as_the_pipeline(*hunyuan, num_frames, generated)

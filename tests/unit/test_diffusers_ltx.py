@@ -16,6 +16,11 @@ from tiny_video_pipelines import BUILDERS, flow_unipc, recording
 from video_adapter_checks import (
     STEPS,
     as_video,
+    check_default_num_frames,
+    check_end_anchor_off_is_one_picture,
+    check_end_latent,
+    check_num_frames_as_the_pipeline,
+    check_two_anchors,
     picture,
     raw_still_video,
     run,
@@ -150,8 +155,6 @@ def test_refusals_name_the_field(ltx):
         run(pipe, facts, {}, timesteps=[900, 600, 300, 100])
     with pytest.raises(RectifyError, match="strength"):
         run(pipe, facts, {}, strength=0.5)
-    with pytest.raises(RectifyError, match="end_image"):
-        run(pipe, facts, {}, end_image=picture(facts, 8))
     with pytest.raises(RectifyError, match="reference_latent"):
         run(pipe, facts, {}, reference_latent=torch.zeros(1, 16, 2, 2))
     saved = pipe.scheduler
@@ -161,3 +164,27 @@ def test_refusals_name_the_field(ltx):
             run(pipe, facts, {})
     finally:
         pipe.scheduler = saved
+
+
+# ------------------------------------------------------------------- two anchors
+@pytest.mark.parametrize("reference", [0, -1])
+def test_an_end_picture_holds_the_other_end_on_its_still_video(ltx, reference):
+    check_two_anchors(*ltx, reference)
+
+
+def test_end_anchor_off_is_the_run_without_an_end_picture(ltx):
+    check_end_anchor_off_is_one_picture(*ltx)
+
+
+def test_end_latent_is_the_end_pictures_still_video_other_shapes_refused(ltx):
+    check_end_latent(*ltx)
+
+
+# ------------------------------------------------------------------- num_frames
+def test_num_frames_left_out_is_the_pipelines_own_default(ltx):
+    check_default_num_frames(*ltx, default=161, temporal=8)
+
+
+@pytest.mark.parametrize(("num_frames", "generated"), [(16, 9), (12, 9)])
+def test_the_still_video_is_as_long_as_what_the_pipeline_generates(ltx, num_frames, generated):
+    check_num_frames_as_the_pipeline(*ltx, num_frames, generated)

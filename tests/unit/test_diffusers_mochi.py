@@ -15,6 +15,11 @@ import test_diffusers_adapter
 from tiny_video_pipelines import BUILDERS, flow_euler, recording
 from video_adapter_checks import (
     STEPS,
+    check_default_num_frames,
+    check_end_anchor_off_is_one_picture,
+    check_end_latent,
+    check_num_frames_as_the_pipeline,
+    check_two_anchors,
     picture,
     raw_still_video,
     run,
@@ -138,8 +143,6 @@ def test_refusals_name_the_field(mochi):
         run(pipe, facts, {}, timesteps=[100, 300, 600, 900])
     with pytest.raises(RectifyError, match="strength"):
         run(pipe, facts, {}, strength=0.5)
-    with pytest.raises(RectifyError, match="end_image"):
-        run(pipe, facts, {}, end_image=picture(facts, 8))
     saved = pipe.scheduler
     pipe.scheduler = flow_euler(1.0)  # not inverted: not what Mochi's model was trained on
     try:
@@ -147,3 +150,27 @@ def test_refusals_name_the_field(mochi):
             run(pipe, facts, {})
     finally:
         pipe.scheduler = saved
+
+
+# ------------------------------------------------------------------- two anchors
+@pytest.mark.parametrize("reference", [0, -1])
+def test_an_end_picture_holds_the_other_end_on_its_still_video(mochi, reference):
+    check_two_anchors(*mochi, reference)
+
+
+def test_end_anchor_off_is_the_run_without_an_end_picture(mochi):
+    check_end_anchor_off_is_one_picture(*mochi)
+
+
+def test_end_latent_is_the_end_pictures_still_video_other_shapes_refused(mochi):
+    check_end_latent(*mochi)
+
+
+# ------------------------------------------------------------------- num_frames
+def test_num_frames_left_out_is_the_pipelines_own_default(mochi):
+    check_default_num_frames(*mochi, default=19, temporal=6)
+
+
+@pytest.mark.parametrize(("num_frames", "generated"), [(16, 13), (10, 7)])
+def test_the_still_video_is_as_long_as_what_the_pipeline_generates(mochi, num_frames, generated):
+    check_num_frames_as_the_pipeline(*mochi, num_frames, generated)

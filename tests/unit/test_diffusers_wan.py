@@ -11,6 +11,13 @@ pytest.importorskip("diffusers")
 
 import test_diffusers_adapter
 from tiny_video_pipelines import BUILDERS, recording
+from video_adapter_checks import (
+    check_default_num_frames,
+    check_end_anchor_off_is_one_picture,
+    check_end_latent,
+    check_num_frames_as_the_pipeline,
+    check_two_anchors,
+)
 
 from lib_rectify import RectifyError
 from lib_rectify_diffusers import image_to_video
@@ -141,3 +148,35 @@ def test_an_unknown_transformer_pipeline_is_refused_naming_the_served_ones(pipes
     for served in ("WanPipeline", "HunyuanVideoPipeline", "LTXPipeline", "MochiPipeline"):
         assert served in str(refused.value)
     assert "CogVideoXPipeline" in str(refused.value)
+
+
+# ------------------------------------------------------------------- two anchors
+@pytest.mark.parametrize("reference", [0, -1])
+@pytest.mark.parametrize("name", ["wan2.1", "wan2.1-unipc", "wan2.2-a14b", "wan2.2-ti2v-5b"])
+def test_an_end_picture_holds_the_other_end_on_its_still_video(pipes, name, reference):
+    """Two anchors (docs/two-anchors.md) as the ComfyUI node makes them for a video VAE: the
+    reference latent frame on the picture's still video, the other end on the end picture's,
+    the frames between on their linear blend with ω still."""
+    check_two_anchors(*pipes[name], reference)
+
+
+@pytest.mark.parametrize("name", ["wan2.1", "wan2.1-unipc"])
+def test_end_anchor_off_or_disabled_is_the_run_without_an_end_picture(pipes, name):
+    check_end_anchor_off_is_one_picture(*pipes[name])
+
+
+def test_end_latent_is_the_end_pictures_still_video_other_shapes_refused(pipes):
+    check_end_latent(*pipes["wan2.1"])
+
+
+# ------------------------------------------------------------------- num_frames
+@pytest.mark.parametrize("name", ["wan2.1", "wan2.2-ti2v-5b"])
+def test_num_frames_left_out_is_wans_own_default(pipes, name):
+    check_default_num_frames(*pipes[name], default=81, temporal=4)
+
+
+@pytest.mark.parametrize(("num_frames", "generated"), [(16, 17), (14, 13), (12, 13), (3, 1)])
+def test_a_length_wan_rounds_is_rounded_as_wan_does(pipes, num_frames, generated):
+    """WanPipeline turns a length that is not 4k + 1 into num_frames // 4 · 4 + 1 with a
+    warning (pipeline_wan.py:494-499); 16, the adapter's old default, becomes 17."""
+    check_num_frames_as_the_pipeline(*pipes["wan2.1"], num_frames, generated)
