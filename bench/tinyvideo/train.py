@@ -15,6 +15,12 @@ trains the same network, data and recipe with the rectified-flow objective inste
 (Wan / SD3 / diffusers FlowMatch convention): `x = (1−σ)·x0 + σ·n`, target velocity
 `v = n − x0`, timestep input `σ·1000` (a float), σ drawn uniformly in [0, 1). It writes
 `bench/tinyvideo/weights/tinyflow16.safetensors` + `.json` (sampler: `flow_samplers.py`).
+
+    python -m bench.tinyvideo.train --objective flow --vae bench/tinyvideo/weights/tinycausalvae.safetensors
+
+trains it on the latents of a causal video VAE instead of pixels (`causal_vae.py`: 17-frame
+clips → 5 latent frames of 8×8, normalised per channel), as Wan's transformer works on its
+VAE's latents. It writes `tinyflowlatent.safetensors` (used by `bench.causal_target`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,6 +46,8 @@ EVAL_SEED = 987_654_000_000  # a clip stream used neither in training nor by the
 OBJECTIVES = ("eps", "flow")
 #: The same network trained with the rectified-flow objective (`--objective flow`).
 FLOW_WEIGHTS = WEIGHTS_DIR / "tinyflow16.safetensors"
+#: ... and on the latents of the tiny causal VAE (`--vae`).
+LATENT_FLOW_WEIGHTS = WEIGHTS_DIR / "tinyflowlatent.safetensors"
 
 
 def eps_loss(
@@ -76,10 +85,17 @@ def flow_loss(
 
 
 @torch.no_grad()
-def evaluate_flow(model: TinyVideoUNet, clip_cfg: ClipConfig, implied_eps: bool = False) -> float:
+def evaluate_flow(
+    model: TinyVideoUNet,
+    clip_cfg: ClipConfig,
+    implied_eps: bool = False,
+    to_latent: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
     """Velocity-MSE (or implied ε-MSE) on the fixed held-out batch, fixed σ and noise."""
     g = torch.Generator().manual_seed(EVAL_SEED)
     clean = make_clips(64, EVAL_SEED, clip_cfg)
+    if to_latent is not None:
+        clean = to_latent(clean)
     losses = [
         flow_loss(model, clean[i : i + 16], g, implied_eps=implied_eps).item()
         for i in (0, 16, 32, 48)
@@ -111,17 +127,37 @@ def main(argv: list[str] | None = None) -> dict:
         help="eps: ε-prediction on SD's schedule (tinyvideo16); "
         "flow: rectified-flow velocity (tinyflow16)",
     )
+    ap.add_argument(
+        "--vae",
+        type=Path,
+        default=None,
+        help="train on this causal VAE's latents (causal_vae.py; flow objective only)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="weights path (default per objective)")
     ap.add_argument("--max-minutes", type=float, default=25.0, help="safety stop")
     args = ap.parse_args(argv)
     flow = args.objective == "flow"
+    if args.vae is not None and not flow:
+        ap.error("--vae needs --objective flow")
     if args.out is None:
-        args.out = FLOW_WEIGHTS if flow else DEFAULT_WEIGHTS
+        args.out = (
+            (LATENT_FLOW_WEIGHTS if args.vae is not None else FLOW_WEIGHTS)
+            if flow
+            else DEFAULT_WEIGHTS
+        )
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     clip_cfg = ClipConfig()
     unet_cfg = UNetConfig()
+    to_latent = None
+    if args.vae is not None:
+        from .causal_vae import CLIPS, LatentSpace, load_vae
+
+        vae, vae_record = load_vae(args.vae)
+        to_latent = LatentSpace(vae, vae_record).encode
+        clip_cfg = CLIPS
+        unet_cfg = UNetConfig(in_channels=vae.config.latent_channels)
     model = TinyVideoUNet(unet_cfg)
     ema = copy.deepcopy(model).requires_grad_(False)
     alphas_cumprod = scaled_linear_alphas_cumprod()
@@ -144,6 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
             group["lr"] = lr_at(step)
         # training streams seed*1e6 + step never reach the held-out/eval streams (~9.9e11)
         clean = make_clips(args.batch, args.seed * 1_000_000 + step, clip_cfg)
+        if to_latent is not None:
+            clean = to_latent(clean)
         if flow:
             loss = flow_loss(model, clean, g)
         else:
@@ -172,8 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps_done = step + 1
     ema.eval()
     if flow:
-        eval_loss = evaluate_flow(ema, clip_cfg)
-        eval_eps = evaluate_flow(ema, clip_cfg, implied_eps=True)
+        eval_loss = evaluate_flow(ema, clip_cfg, to_latent=to_latent)
+        eval_eps = evaluate_flow(ema, clip_cfg, implied_eps=True, to_latent=to_latent)
     else:
         eval_loss = eval_eps = evaluate(ema, alphas_cumprod, clip_cfg)
     tail = [h[1] for h in history[-2:]] or window
@@ -219,6 +257,12 @@ def main(argv: list[str] | None = None) -> dict:
             "sigma_sampling": "uniform in [0, 1) (no logit-normal, no shift)",
             "heldout_eps_mse_ema": "of the implied noise x + (1 - sigma) * v",
         }
+        if args.vae is not None:
+            record["description"] = (
+                "tiny rectified-flow model on the latents of the tiny causal video VAE"
+            )
+            record["vae"] = args.vae.name
+            record["schedule"]["latents"] = "(VAE posterior mean - latent_stats.mean) / std"
     save_model(ema, args.out, record)
     name = "v-MSE" if flow else "ε-MSE"
     print(
