@@ -180,3 +180,31 @@ def test_a_length_wan_rounds_is_rounded_as_wan_does(pipes, num_frames, generated
     """WanPipeline turns a length that is not 4k + 1 into num_frames // 4 · 4 + 1 with a
     warning (pipeline_wan.py:494-499); 16, the adapter's old default, becomes 17."""
     check_num_frames_as_the_pipeline(*pipes["wan2.1"], num_frames, generated)
+
+
+@pytest.mark.parametrize("name", ["wan2.2-a14b", "wan2.2-a14b-unipc"])
+def test_a14b_switches_expert_on_the_rescaled_timesteps(pipes, name):
+    """Wan 2.2 A14B runs ``transformer`` while t ≥ boundary_ratio·1000 and ``transformer_2``
+    after (pipeline_wan.py, the boundary test in the denoising loop): with σ_start the rule
+    meets the rescaled timesteps, so the high-noise expert runs fewer steps, none from
+    σ_start 0.8 (σ is what each expert was trained on)."""
+    pipe, facts = pipes[name]
+    boundary = facts["boundary_timestep"]
+    high = {}
+    for sigma_start in (1.0, 0.95, 0.8):
+        with recording(pipe) as calls:
+            _run(pipe, facts, {"sigma_start": sigma_start, "omega": "free"})
+        used, per_step = [], []
+        for event in calls:
+            if event.get("event") == "model":
+                used.append(event["component"])
+            elif event.get("event") == "step":
+                t = float(torch.as_tensor(event["args"][1]).reshape(-1)[0])
+                per_step.append((t, set(used)))
+                used = []
+        assert len(per_step) == STEPS
+        for t, components in per_step:
+            expected = "transformer" if t >= boundary else "transformer_2"
+            assert components == {expected}, (sigma_start, t, components)
+        high[sigma_start] = sum(t >= boundary for t, _ in per_step)
+    assert high[1.0] >= high[0.95] >= 1 and high[0.8] == 0
