@@ -219,12 +219,24 @@ def spatial_scale(model: VideoModel, pipe: Any) -> int:
 def default_frames(model: VideoModel, pipe: Any) -> int:
     """The pipeline's own default ``num_frames``: its ``__call__`` signature's (Wan 81,
     HunyuanVideo 129, LTX 161, Mochi 19), or for CogVideoX, whose signature says None, the
-    transformer's ``sample_frames`` (pipeline_cogvideox.py:621)."""
+    transformer's ``sample_frames`` (pipeline_cogvideox.py:621).
+
+    CogVideoX 1.5 (``patch_size_t`` 2) defaults to 81 pictures, 21 latent frames, which it
+    pads at the front and so drops the picture's frame (pipeline_cogvideox.py:682-687,
+    refused in ``image_to_video``); its default here is the longest length up to that
+    whose latent frames are a multiple of ``patch_size_t`` (81 → 77, 20 latent frames).
+    """
     parameter = inspect.signature(pipe.__call__).parameters.get("num_frames")
     value = None if parameter is None else parameter.default
     if value is None or value is inspect.Parameter.empty:
         value = pipe.transformer.config.sample_frames
-    return int(value)
+    value = int(value)
+    patch_t = getattr(pipe.transformer.config, "patch_size_t", None) or 1
+    if model.name == "CogVideoXPipeline" and patch_t > 1:
+        t = int(getattr(pipe, model.temporal))
+        while value > t and latent_frames(model, pipe, value) % patch_t:
+            value -= t
+    return value
 
 
 def pipeline_frames(model: VideoModel, pipe: Any, num_frames: int) -> int:

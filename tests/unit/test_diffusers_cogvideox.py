@@ -246,3 +246,26 @@ def test_num_frames_left_out_is_the_pipelines_own_default(pipes):
 @pytest.mark.parametrize(("num_frames", "generated"), [(16, 16), (13, 16), (10, 9)])
 def test_the_still_video_is_as_long_as_what_the_pipeline_generates(pipes, num_frames, generated):
     check_num_frames_as_the_pipeline(*pipes["cogvideox-ddim"], num_frames, generated)
+
+
+def test_cogvideox_15s_default_length_is_one_its_patches_keep_whole():
+    """CogVideoX 1.5 (patch_size_t 2) defaults to 81 pictures = 21 latent frames, which it
+    would pad at the front (dropping the picture's frame, refused): left out, num_frames is
+    77 (20 latent frames); CogVideoX 1.0 (no temporal patch) keeps its own 49."""
+    from types import SimpleNamespace
+
+    from lib_rectify_diffusers import models as vm
+
+    model = vm.MODELS["CogVideoXPipeline"]
+
+    def pipe(sample_frames, patch_size_t):
+        config = SimpleNamespace(sample_frames=sample_frames, patch_size_t=patch_size_t)
+        return SimpleNamespace(
+            __call__=lambda num_frames=None: None,
+            transformer=SimpleNamespace(config=config),
+            vae_scale_factor_temporal=4,
+        )
+
+    assert vm.default_frames(model, pipe(81, 2)) == 77
+    assert vm.latent_frames(model, pipe(81, 2), 77) == 20
+    assert vm.default_frames(model, pipe(49, None)) == 49
