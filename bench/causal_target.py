@@ -33,13 +33,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lib_rectify import Rectifier, RectifyParams
 
 from .fidelity import paired_noise
-from .flow_fidelity import _cell, sdedit_at_motion
+from .flow_fidelity import _cell, equal_motion_delta
 from .metrics import mean_ci, video_metrics
 from .tinyvideo.causal_vae import CLIPS, VAE_WEIGHTS, LatentSpace, load_vae
 from .tinyvideo.data import held_out_references
@@ -196,27 +195,6 @@ def sdedit_labels(per_row: dict) -> list[str]:
     return [label for label in labels if label in per_row]
 
 
-def equal_motion_delta(per_row: dict, label: str, boot: int = 1000, seed: int = 0) -> dict:
-    """PSNR minus the SDEdit front's at the row's pooled motion, bootstrap 95 % over refs."""
-    curve = sdedit_labels(per_row)
-    cm = torch.stack([per_row[c]["motion_pooled"] for c in curve]).numpy()
-    cp = torch.stack([per_row[c]["psnr_nonref"] for c in curve]).numpy()
-    rm, rp = per_row[label]["motion_pooled"].numpy(), per_row[label]["psnr_nonref"].numpy()
-
-    def delta(idx: np.ndarray) -> tuple[float, str]:
-        value, where = sdedit_at_motion(
-            float(rm[idx].mean()), cm[:, idx].mean(1), cp[:, idx].mean(1)
-        )
-        return float(rp[idx].mean()) - value, where
-
-    n = rm.shape[0]
-    point, where = delta(np.arange(n))
-    rng = np.random.default_rng(seed)
-    samples = np.array([delta(rng.integers(0, n, n))[0] for _ in range(boot)])
-    lo, hi = np.percentile(samples, [2.5, 97.5])
-    return {"delta": point, "low": float(lo), "high": float(hi), "where": where}
-
-
 def summarise(per_row: dict, rows: list[Row]) -> dict:
     summary = {}
     for row in rows:
@@ -230,7 +208,9 @@ def summarise(per_row: dict, rows: list[Row]) -> dict:
         }
         out |= {k: mean_ci(m[k]) for k in METRICS}
         if row.kind == "rect" and out["psnr_nonref"][0] < 99:
-            out["delta_equal_motion"] = equal_motion_delta(per_row, row.label)
+            out["delta_equal_motion"] = equal_motion_delta(
+                per_row, row.label, curve=sdedit_labels(per_row)
+            )
         other = Row(row.kind, "repeated", row.sigma_start, row.tau, row.omega).label
         if row.target == "still video" and other in per_row:
             out["still_minus_repeated"] = {

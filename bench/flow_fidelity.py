@@ -234,15 +234,19 @@ def sdedit_at_motion(motion: float, curve_motion: np.ndarray, curve_psnr: np.nda
 
 
 def equal_motion_delta(
-    per_config: dict, label: str, boot: int = 1000, seed: int = 0
+    per_config: dict,
+    label: str,
+    boot: int = 1000,
+    seed: int = 0,
+    curve: list[str] | None = None,
 ) -> dict[str, float | str]:
     """PSNR minus SDEdit's at the same pooled motion, with a bootstrap 95 % interval.
 
     `where` says if the row's mean motion lies above (more than any SDEdit run) or below
     the SDEdit front's range; the difference is then taken to the front's end point and
-    flagged, not extrapolated.
+    flagged, not extrapolated. `curve`: the SDEdit rows (default: σ_start 1 … 0.4).
     """
-    curve = sdedit_curve_labels(per_config)
+    curve = sdedit_curve_labels(per_config) if curve is None else curve
     cm = torch.stack([per_config[c]["motion_pooled"] for c in curve]).numpy()  # [P, R]
     cp = torch.stack([per_config[c]["psnr_nonref"] for c in curve]).numpy()
     rm = per_config[label]["motion_pooled"].numpy()
