@@ -311,7 +311,6 @@ def image_to_video(
     dtype = unet.dtype
     still_video = None  # transformer pipelines: the still video's latent frames [1, C, T, h, w]
 
-    latent_name = "image" if reference_latent is None else "reference_latent"
     if reference_latent is None:
         if image is None:
             raise RectifyError("image", None, "a picture (PIL image, array or tensor)")
@@ -329,7 +328,6 @@ def image_to_video(
             tuple(reference_latent.shape),
             f"[1, {', '.join(map(str, expected))}]",
         )
-    _finite(latent_name, reference_latent)
     if still_video is not None and still_video.shape[2] != latent_frames:
         raise RectifyError(
             "num_frames",
@@ -346,20 +344,16 @@ def image_to_video(
         start = still_video
         if start is None:  # reference_latent: one latent repeated over the latent frames
             start = reference_latent[:, :, None].expand(-1, -1, latent_frames, -1, -1)
-        end_name = "end_image" if end_latent is None else "end_latent"
         if end_latent is None:
             end_latent = encode_picture(pipe, end_image, height, width, frames=pictures)
-        _finite(end_name, end_latent)
         clean, anchors = two_still_videos(
             start, end_latent, params.reference_frame, num_frames=num_frames, pipeline=name
         )
         clean = clean.to(device=device, dtype=dtype)
         clean = clean.expand(videos, -1, -1, -1, -1).contiguous()
     elif two_anchors:
-        end_name = "end_image" if end_latent is None else "end_latent"
         if end_latent is None:
             end_latent = encode_picture(pipe, end_image, height, width)
-        _finite(end_name, end_latent)
         if end_latent.ndim == 3:
             end_latent = end_latent[None]
         rows, anchors = end_anchored_clean(
@@ -427,13 +421,6 @@ def image_to_video(
             hook.finish()
     pipe.noise_rectification = report(hook, pictures)
     return result
-
-
-def _finite(name: str, latent: Any) -> None:
-    """NaN or inf in a picture's latent would spread to every frame: refuse it by name
-    (once per call, before sampling; as the ComfyUI node does)."""
-    if isinstance(latent, torch.Tensor) and not bool(torch.isfinite(latent).all()):
-        raise RectifyError(name, "contains NaN or inf", "finite values (check the VAE)")
 
 
 def two_still_videos(

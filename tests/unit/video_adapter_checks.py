@@ -201,14 +201,6 @@ def check_end_latent(pipe, facts) -> None:
         )
     with pytest.raises(RectifyError, match="end_latent = 'list'"):
         run(pipe, facts, FREE, end_latent=z_end.tolist())
-    poisoned = z_end.clone()
-    poisoned[0, 0, -1, 0, 0] = float("nan")
-    with pytest.raises(RectifyError, match="end_latent = 'contains NaN or inf'"):
-        run(pipe, facts, FREE, end_latent=poisoned)
-    start = target(pipe, facts, picture(facts, 7))[:, :, 0].clone()
-    start[0, 0, 0, 0] = float("inf")
-    with pytest.raises(RectifyError, match="reference_latent = 'contains NaN or inf'"):
-        run(pipe, facts, FREE, reference_latent=start)
     with pytest.raises(RectifyError, match=r"num_frames = 1 .*two latent frames"):
         run(pipe, facts, FREE, num_frames=1, end_image=end)
     if shape[2] > 2:
