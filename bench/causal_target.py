@@ -38,7 +38,7 @@ import torch
 from lib_rectify import Rectifier, RectifyParams
 
 from .fidelity import paired_noise
-from .flow_fidelity import _cell, equal_motion_delta
+from .flow_fidelity import _cell, _delta_cell, equal_motion_delta
 from .metrics import mean_ci, video_metrics
 from .tinyvideo.causal_vae import CLIPS, VAE_WEIGHTS, LatentSpace, load_vae
 from .tinyvideo.data import held_out_references
@@ -221,14 +221,6 @@ def summarise(per_row: dict, rows: list[Row]) -> dict:
 
 
 # ------------------------------------------------------------------ text and plot
-def _eq(row: dict) -> str:
-    d = row.get("delta_equal_motion")
-    if d is None:
-        return "—"
-    flag = {"above": " (more motion than any SDEdit)", "below": " (less motion than any SDEdit)"}
-    return f"{d['delta']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]{flag.get(d['where'], '')}"
-
-
 def table(summary: dict) -> str:
     head = [
         "configuration",
@@ -246,7 +238,7 @@ def table(summary: dict) -> str:
             f"{r['motion_pooled'][0]:.2f}",
             f"{r['speckle'][0]:.2f}",
             _cell(r["psnr_last"]),
-            _eq(r),
+            _delta_cell(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -299,7 +291,7 @@ def verdict(summary: dict) -> tuple[str, str]:
         f"{rows['repeated']['motion_pooled'][0]:.2f} (paired: "
         f"{paired['psnr_nonref'][0]:+.2f} ± {paired['psnr_nonref'][1]:.2f} dB, motion "
         f"{paired['motion_pooled'][0]:+.2f} ± {paired['motion_pooled'][1]:.2f}); against "
-        f"SDEdit at equal motion {_eq(rows[best])} dB for {best}, {_eq(rows[other])} dB "
+        f"SDEdit at equal motion {_delta_cell(rows[best])} dB for {best}, {_delta_cell(rows[other])} dB "
         f"for {other}."
     )
     full = summary[Row("rect", "still video", s, (0.0, 1.0), "paper").label]
@@ -391,7 +383,7 @@ def window_ranking(summary: dict) -> str:
             _cell(r["psnr_nonref"]),
             f"{r['motion_pooled'][0]:.2f}",
             f"{r['speckle'][0]:.2f}",
-            _eq(r),
+            _delta_cell(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

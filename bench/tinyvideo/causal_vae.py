@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data import ClipConfig, make_clips
+from .train import warmup_cosine_lr
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 VAE_WEIGHTS = WEIGHTS_DIR / "tinycausalvae.safetensors"
@@ -241,18 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
     vae = TinyCausalVAE()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
-    warmup = 100
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, args.steps - warmup)
-        return 2e-5 + (args.lr - 2e-5) * 0.5 * (1 + math.cos(math.pi * progress))
-
     start, history, window, step = time.time(), [], [], 0
     for step in range(args.steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = warmup_cosine_lr(step, args.steps, args.lr, 2e-5)
         # a seed stream of its own (train.py uses seed·1e6 + step)
         clips = make_clips(args.batch, 500_000_000 + args.seed * 1_000_000 + step, CLIPS)
         mean, logvar = vae.encode(clips)

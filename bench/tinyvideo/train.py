@@ -50,6 +50,14 @@ FLOW_WEIGHTS = WEIGHTS_DIR / "tinyflow16.safetensors"
 LATENT_FLOW_WEIGHTS = WEIGHTS_DIR / "tinyflowlatent.safetensors"
 
 
+def warmup_cosine_lr(step: int, steps: int, lr: float, floor: float, warmup: int = 100) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine from `lr` down to `floor`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def eps_loss(
     model: TinyVideoUNet,
     clean: torch.Tensor,
@@ -162,13 +170,6 @@ def main(argv: list[str] | None = None) -> dict:
     ema = copy.deepcopy(model).requires_grad_(False)
     alphas_cumprod = scaled_linear_alphas_cumprod()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    warmup = 100
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, args.steps - warmup)
-        return 5e-5 + (args.lr - 5e-5) * 0.5 * (1 + math.cos(math.pi * progress))
 
     g = torch.Generator().manual_seed(args.seed)
     history: list[list[float]] = []
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     step = 0
     for step in range(args.steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = warmup_cosine_lr(step, args.steps, args.lr, 5e-5)
         # training streams seed*1e6 + step never reach the held-out/eval streams (~9.9e11)
         clean = make_clips(args.batch, args.seed * 1_000_000 + step, clip_cfg)
         if to_latent is not None:
